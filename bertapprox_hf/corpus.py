@@ -1,0 +1,128 @@
+"""Streaming text corpora: jsonl files, folders of them, `datasets` datasets, or plain lists.
+
+Every reader yields ``{"id": str, "text": str}`` records without loading the corpus in memory.
+A record's text is its ``text`` field, preceded by its ``title`` when it has a non-empty one.
+"""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import json
+import os
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+Record = dict[str, str]
+
+
+def _record_text(row: dict[str, Any], text_field: str, title_field: str | None, where: str) -> str:
+    if text_field not in row:
+        raise ValueError(f"{where}: no '{text_field}' field (fields: {sorted(row)})")
+    text = row[text_field]
+    if not isinstance(text, str):
+        raise TypeError(f"{where}: '{text_field}' is {type(text).__name__}, not a string")
+    title = row.get(title_field) if title_field else None
+    return f"{title} {text}" if isinstance(title, str) and title.strip() else text
+
+
+def expand_paths(source: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
+    """Files named by ``source``: a file, a folder (its ``*.jsonl`` files) or a list of those."""
+    items = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    paths: list[str] = []
+    for item in items:
+        item = os.fspath(item)
+        if os.path.isdir(item):
+            found = sorted(glob.glob(os.path.join(item, "*.jsonl")))
+            if not found:
+                raise FileNotFoundError(f"no *.jsonl files in folder {item}")
+            paths.extend(found)
+        elif os.path.isfile(item):
+            paths.append(item)
+        else:
+            raise FileNotFoundError(f"corpus file not found: {item}")
+    return paths
+
+
+def read_jsonl(
+    path: str,
+    text_field: str = "text",
+    title_field: str | None = "title",
+    id_field: str | None = None,
+) -> Iterator[Record]:
+    """Records of one jsonl file; a bad line raises an error naming the file and line."""
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{where}: not valid JSON ({error.msg})") from error
+            if not isinstance(row, dict):
+                raise ValueError(f"{where}: expected a JSON object")
+            key = id_field or ("_id" if "_id" in row else "id")
+            record_id = row.get(key)
+            yield {
+                "id": str(record_id) if record_id is not None else f"{os.path.basename(path)}:{number}",
+                "text": _record_text(row, text_field, title_field, where),
+            }
+
+
+def iter_records(
+    source,
+    text_field: str = "text",
+    title_field: str | None = "title",
+    max_per_source: int | None = None,
+    max_records: int | None = None,
+) -> Iterator[Record]:
+    """Records of any supported corpus.
+
+    Args:
+        source: a jsonl path, a folder of jsonl files, a list of paths, a `datasets` dataset
+            (map-style or iterable), or an iterable of strings.
+        max_per_source: take at most this many records from each file (balances a mix of sources).
+        max_records: stop after this many records in all.
+    """
+    stream = _records(source, text_field, title_field, max_per_source)
+    return itertools.islice(stream, max_records) if max_records is not None else stream
+
+
+def _records(source, text_field: str, title_field: str | None, max_per_source: int | None) -> Iterator[Record]:
+    if isinstance(source, (str, os.PathLike)) or (
+        isinstance(source, (list, tuple))
+        and source
+        and all(isinstance(s, (str, os.PathLike)) for s in source)
+        and all(os.path.exists(os.fspath(s)) for s in source)
+    ):
+        for path in expand_paths(source):
+            yield from itertools.islice(read_jsonl(path, text_field, title_field), max_per_source)
+        return
+    if _is_hf_dataset(source):
+        rows = itertools.islice(iter(source), max_per_source)
+        for number, row in enumerate(rows):
+            record_id = row.get("_id", row.get("id"))
+            yield {
+                "id": str(record_id) if record_id is not None else str(number),
+                "text": _record_text(row, text_field, title_field, f"dataset row {number}"),
+            }
+        return
+    if isinstance(source, Iterable):
+        for number, text in enumerate(itertools.islice(source, max_per_source)):
+            if not isinstance(text, str):
+                raise TypeError(f"corpus item {number} is {type(text).__name__}, not a string")
+            yield {"id": str(number), "text": text}
+        return
+    raise TypeError(f"unsupported corpus type: {type(source).__name__}")
+
+
+def _is_hf_dataset(source) -> bool:
+    module = type(source).__module__ or ""
+    return module.startswith("datasets.")
+
+
+def iter_texts(source, **kwargs) -> Iterator[str]:
+    """Texts of any supported corpus (see :func:`iter_records` for the arguments)."""
+    for record in iter_records(source, **kwargs):
+        yield record["text"]

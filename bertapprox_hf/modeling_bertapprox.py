@@ -1,0 +1,294 @@
+"""BertApproxModel: a DeepSets student over a bag of frozen teacher entry embeddings.
+
+    entry ids ──lookup──▶ E[ids] ──φ──▶ per-entry features ──attention pooling──▶ pooled ──ρ──▶ embedding
+
+* E is the frozen entry table (one teacher embedding per vocabulary entry): data, not parameters.
+* φ is a residual MLP applied to each entry on its own.
+* Attention pooling has ``num_heads`` learned queries; head h scores an entry by its query's dot
+  product with the entry's slice of φ plus an optional learned per-entry bias, softmaxes the scores
+  over the bag (padding masked out) and averages that slice.
+* ρ is a residual MLP on the pooled vector followed by a linear map into the teacher's space.
+
+Residual branches start at zero, the queries at zero and the output map at the identity, so an
+untrained model is the plain mean of the entry embeddings and training only adds to that baseline.
+φ and the pooling scores depend on one entry each, so both can be precomputed per entry.
+
+Copied next to the model as remote code: imports only torch, transformers and sibling modules.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+from .configuration_bertapprox import BertApproxConfig
+
+WEIGHTS_NAME = "model.safetensors"
+TABLE_KEY = "entry_table.weight"
+
+
+class ResidualBlock(nn.Module):
+    """x + W₂·dropout(GELU(W₁·LayerNorm(x))), with W₂ zero-initialised (identity at start)."""
+
+    def __init__(self, size: int, inner: int, dropout: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(size)
+        self.up = nn.Linear(size, inner)
+        self.down = nn.Linear(inner, size)
+        self.dropout = nn.Dropout(dropout)
+        self.down.init_rule = "zero"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.down(self.dropout(F.gelu(self.up(self.norm(x)))))
+
+
+class AttentionPooling(nn.Module):
+    """Multi-head pooling with one learned query per head and a padding mask."""
+
+    def __init__(self, config: BertApproxConfig) -> None:
+        super().__init__()
+        self.num_heads = config.num_heads
+        self.head_dim = config.hidden_size // config.num_heads
+        self.queries = nn.Parameter(torch.zeros(config.num_heads, self.head_dim))
+        self.entry_bias = nn.Embedding(config.vocab_size, config.num_heads) if config.entry_bias else None
+
+    def scores(self, features: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """Unnormalized pooling score of each entry for each head: [..., num_heads]."""
+        heads = features.unflatten(-1, (self.num_heads, self.head_dim))
+        scores = (heads * self.queries).sum(-1) / math.sqrt(self.head_dim)
+        if self.entry_bias is not None:
+            scores = scores + self.entry_bias(input_ids).to(scores.dtype)
+        return scores
+
+    def forward(self, features: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Pool [batch, bag, hidden] features with [batch, bag, heads] scores; empty bags pool to 0."""
+        mask = mask.unsqueeze(-1).to(torch.bool)
+        scores = scores.float().masked_fill(~mask, torch.finfo(torch.float32).min)
+        weights = torch.softmax(scores, dim=1) * mask  # an all-padding bag gets all-zero weights
+        heads = features.unflatten(-1, (self.num_heads, self.head_dim))
+        pooled = (weights.to(heads.dtype).unsqueeze(-1) * heads).sum(1)
+        return pooled.flatten(-2)
+
+
+class BertApproxPreTrainedModel(PreTrainedModel):
+    """Weight initialisation and loading checks shared by BertApprox models."""
+
+    config_class = BertApproxConfig
+    base_model_prefix = "bertapprox"
+    main_input_name = "input_ids"
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # transformers visits leaf modules of custom code, so each leaf carries its own init rule.
+        if isinstance(module, nn.Linear):
+            rule = getattr(module, "init_rule", "normal")
+            if rule == "zero":
+                nn.init.zeros_(module.weight)
+            elif rule == "identity" and module.in_features == module.out_features:
+                nn.init.eye_(module.weight)
+            else:
+                nn.init.xavier_uniform_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.zeros_(module.weight)  # the entry table is data, filled from a vocabulary
+        elif isinstance(module, AttentionPooling):
+            nn.init.zeros_(module.queries)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """Load as transformers does, after checking a local folder's weights and vocabulary sizes."""
+        if os.path.isdir(str(pretrained_model_name_or_path)):
+            check_model_folder(str(pretrained_model_name_or_path))
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+
+class BertApproxModel(BertApproxPreTrainedModel):
+    """The student: a bag of entry ids in, a sentence embedding in the teacher's space out."""
+
+    def __init__(self, config: BertApproxConfig) -> None:
+        super().__init__(config)
+        self.entry_table = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=config.pad_token_id)
+        self.entry_table.weight.requires_grad_(False)
+        self.input_projection = (
+            nn.Linear(config.embedding_dim, config.hidden_size) if config.embedding_dim != config.hidden_size else None
+        )
+        self.phi = nn.Sequential(
+            *[
+                ResidualBlock(config.hidden_size, config.intermediate_size, config.dropout)
+                for _ in range(config.phi_layers)
+            ]
+        )
+        self.pooling = AttentionPooling(config)
+        self.rho = nn.Sequential(
+            *[
+                ResidualBlock(config.hidden_size, config.intermediate_size, config.dropout)
+                for _ in range(config.rho_layers)
+            ]
+        )
+        self.output_projection = nn.Linear(config.hidden_size, config.output_dim)
+        self.output_projection.init_rule = "identity"
+        if self.input_projection is not None:
+            self.input_projection.init_rule = "identity"
+        self._tokenizer = None
+        self.post_init()
+
+    # --- pieces, exposed so that per-entry work can be precomputed ------------------------------
+    def entry_features(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """φ of each entry: [..., hidden_size]; depends on the entry alone."""
+        x = self.entry_table(input_ids)
+        x = x.to(self.output_projection.weight.dtype)
+        if self.input_projection is not None:
+            x = self.input_projection(x)
+        return self.phi(x)
+
+    def embed_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
+        """ρ and the optional L2 normalization: pooled vector to sentence embedding."""
+        out = self.output_projection(self.rho(pooled))
+        if self.config.normalize:
+            out = F.normalize(out, dim=-1)
+        return out
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling | tuple:
+        """Embed bags of entry ids ([batch, bag]); ``pooler_output`` is the sentence embedding."""
+        if input_ids.dim() == 1:
+            input_ids = input_ids.unsqueeze(0)
+            attention_mask = None if attention_mask is None else attention_mask.unsqueeze(0)
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be [batch, bag], got shape {tuple(input_ids.shape)}")
+        if attention_mask is None:
+            attention_mask = (input_ids != self.config.pad_token_id).long()
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"attention_mask shape {tuple(attention_mask.shape)} differs from input_ids {tuple(input_ids.shape)}"
+            )
+        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
+            raise ValueError(f"input_ids must lie in [0, {self.config.vocab_size}), the vocabulary size")
+        features = self.entry_features(input_ids)
+        scores = self.pooling.scores(features, input_ids)
+        pooled = self.pooling(features, scores, attention_mask)
+        embedding = self.embed_pooled(pooled)
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if not return_dict:
+            return features, embedding
+        return BaseModelOutputWithPooling(last_hidden_state=features, pooler_output=embedding)
+
+    # --- convenience ----------------------------------------------------------------------------
+    def set_tokenizer(self, tokenizer) -> None:
+        """Attach the tokenizer that :meth:`encode` uses."""
+        if tokenizer.vocab_size != self.config.vocab_size:
+            raise ValueError(
+                f"tokenizer has {tokenizer.vocab_size} entries but the model's table has {self.config.vocab_size}"
+            )
+        self._tokenizer = tokenizer
+
+    def save_pretrained(self, save_directory, *args, **kwargs) -> None:
+        """Save config, weights and remote code, and the attached tokenizer's files beside them."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if self._tokenizer is not None:
+            self._tokenizer.save_pretrained(save_directory)
+
+    def get_tokenizer(self):
+        """The attached tokenizer, else the one saved beside the model."""
+        if self._tokenizer is None:
+            from .tokenization_bertapprox import BertApproxTokenizer
+
+            if not self.name_or_path:
+                raise ValueError("no tokenizer attached: call set_tokenizer() or load the model from a folder")
+            self.set_tokenizer(BertApproxTokenizer.from_pretrained(self.name_or_path))
+        return self._tokenizer
+
+    @torch.inference_mode()
+    def encode(
+        self,
+        texts: str | list[str],
+        batch_size: int = 64,
+        convert_to_numpy: bool = True,
+        normalize_embeddings: bool = False,
+        show_progress_bar: bool = False,
+    ) -> np.ndarray | torch.Tensor:
+        """Embed texts like sentence-transformers' ``encode``: a [n, dim] float32 matrix (or one row)."""
+        single = isinstance(texts, str)
+        texts = [texts] if single else texts
+        tokenizer = self.get_tokenizer()
+        bags = tokenizer.encode_bags(texts, self.config.max_bag_size)
+        order = sorted(range(len(bags)), key=lambda i: len(bags[i]))
+        device = self.output_projection.weight.device
+        chunks = []
+        starts = range(0, len(order), batch_size)
+        if show_progress_bar:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="Encoding", unit="batch")
+        was_training = self.training
+        self.eval()
+        for start in starts:
+            batch = [bags[i] for i in order[start : start + batch_size]]
+            width = max([len(b) for b in batch] + [1])
+            ids = torch.zeros(len(batch), width, dtype=torch.long)
+            mask = torch.zeros(len(batch), width, dtype=torch.long)
+            for row, bag in enumerate(batch):
+                ids[row, : len(bag)] = torch.tensor(bag, dtype=torch.long)
+                mask[row, : len(bag)] = 1
+            out = self(input_ids=ids.to(device), attention_mask=mask.to(device)).pooler_output
+            chunks.append(out.float())
+        self.train(was_training)
+        dim = self.config.output_dim
+        result = torch.cat(chunks) if chunks else torch.zeros(0, dim, device=device)
+        result = result[torch.argsort(torch.tensor(order, device=device))] if order else result
+        if normalize_embeddings:
+            result = F.normalize(result, dim=-1)
+        if convert_to_numpy:
+            result = result.cpu().numpy()
+        return result[0] if single else result
+
+
+def check_model_folder(folder: str) -> None:
+    """Fail with a message naming the file when a saved model's weights or vocabulary do not fit."""
+    import json
+
+    from safetensors import safe_open
+
+    weights = os.path.join(folder, WEIGHTS_NAME)
+    if not os.path.isfile(weights):
+        raise FileNotFoundError(f"model weights not found: {weights}")
+    try:
+        with safe_open(weights, framework="pt") as handle:
+            if TABLE_KEY not in handle.keys():
+                raise ValueError(f"{weights} has no '{TABLE_KEY}' tensor: not a BertApprox model")
+            rows, dim = handle.get_slice(TABLE_KEY).get_shape()
+    except ValueError:
+        raise
+    except Exception as error:  # safetensors raises its own error types for damaged files
+        raise ValueError(f"cannot read model weights {weights}: {error}") from error
+    config_file = os.path.join(folder, "config.json")
+    if os.path.isfile(config_file):
+        with open(config_file, encoding="utf-8") as handle:
+            config = json.load(handle)
+        expected = (config.get("vocab_size"), config.get("embedding_dim"))
+        if expected != (rows, dim):
+            raise ValueError(
+                f"{weights} holds a {rows}x{dim} entry table but {config_file} says "
+                f"vocab_size={expected[0]}, embedding_dim={expected[1]}"
+            )
+    vocab_file = os.path.join(folder, "vocab.txt")
+    if os.path.isfile(vocab_file):
+        with open(vocab_file, encoding="utf-8") as handle:
+            entries = handle.read().split("\n")
+        count = len(entries) - (entries[-1] == "")
+        if count != rows:
+            raise ValueError(f"{vocab_file} has {count} entries but the entry table in {weights} has {rows} rows")

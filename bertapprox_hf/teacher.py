@@ -1,0 +1,182 @@
+"""The teacher: a BERT-family sentence encoder loaded with transformers.
+
+Pooling (mean / CLS / max) and normalization are read from the sentence-transformers files of the
+model when present (``modules.json``, ``1_Pooling/config.json``, ``sentence_bert_config.json``),
+so the embeddings equal what sentence-transformers computes for the same model.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+from transformers import AutoModel, AutoTokenizer
+
+DEFAULT_TEACHER = "sentence-transformers/msmarco-distilbert-dot-v5"
+MAX_LENGTH = 512
+
+
+@dataclass(frozen=True)
+class PoolingSpec:
+    """How token states become one sentence embedding."""
+
+    mode: str = "mean"  # "mean", "cls" or "max"
+    normalize: bool = False
+    max_length: int = MAX_LENGTH
+
+    @property
+    def similarity(self) -> str:
+        """The score to compare embeddings with: cosine for normalized teachers, else dot product."""
+        return "cosine" if self.normalize else "dot"
+
+
+def _read_json(name_or_path: str, filename: str, revision: str | None = None) -> dict | list | None:
+    """A JSON file of a local folder or Hub repository, or None when it does not exist."""
+    if os.path.isdir(name_or_path):
+        path = os.path.join(name_or_path, filename)
+        if not os.path.isfile(path):
+            return None
+    else:
+        try:
+            from huggingface_hub import hf_hub_download
+
+            path = hf_hub_download(name_or_path, filename, revision=revision)
+        except Exception:  # not on the Hub, offline, or the file does not exist
+            return None
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def read_pooling_spec(name_or_path: str, revision: str | None = None) -> PoolingSpec:
+    """Read pooling, normalization and max length from a sentence-transformers folder or repository.
+
+    Without sentence-transformers files the defaults are mean pooling, no normalization, 512 tokens.
+    """
+    modules = _read_json(name_or_path, "modules.json", revision) or []
+    mode, normalize = "mean", False
+    for module in modules:
+        kind = module.get("type", "")
+        if kind.endswith("Normalize"):
+            normalize = True
+        elif kind.endswith("Pooling"):
+            pooling = _read_json(name_or_path, f"{module.get('path', '1_Pooling')}/config.json", revision) or {}
+            if pooling.get("pooling_mode_cls_token"):
+                mode = "cls"
+            elif pooling.get("pooling_mode_max_tokens"):
+                mode = "max"
+            elif pooling.get("pooling_mode") in ("cls", "max", "mean"):
+                mode = pooling["pooling_mode"]
+    st_config = _read_json(name_or_path, "sentence_bert_config.json", revision) or {}
+    max_length = min(int(st_config.get("max_seq_length") or MAX_LENGTH), MAX_LENGTH)
+    return PoolingSpec(mode=mode, normalize=normalize, max_length=max_length)
+
+
+class Teacher:
+    """A sentence encoder: transformers model + tokenizer + pooling, with batched ``encode``."""
+
+    def __init__(self, model, tokenizer, pooling: PoolingSpec, name_or_path: str, device: str | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.pooling = pooling
+        self.name_or_path = name_or_path
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model.to(self.device)
+        self._forward_inputs = set(inspect.signature(self.model.forward).parameters)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str = DEFAULT_TEACHER,
+        device: str | None = None,
+        dtype: torch.dtype | None = None,
+        revision: str | None = None,
+        max_length: int | None = None,
+    ) -> Teacher:
+        """Load a teacher from a Hub id or a local folder."""
+        name_or_path = str(name_or_path)
+        if os.path.sep in name_or_path and not os.path.isdir(name_or_path):
+            raise FileNotFoundError(f"teacher folder not found: {name_or_path}")
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
+        model = AutoModel.from_pretrained(name_or_path, revision=revision, dtype=dtype)
+        pooling = read_pooling_spec(name_or_path, revision)
+        if max_length is not None:
+            pooling = PoolingSpec(pooling.mode, pooling.normalize, min(max_length, MAX_LENGTH))
+        return cls(model, tokenizer, pooling, name_or_path, device)
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension."""
+        return int(self.model.config.hidden_size)
+
+    def describe(self) -> dict:
+        """What identifies this teacher's embeddings (recorded with every artifact made from them)."""
+        return {
+            "name_or_path": self.name_or_path,
+            "dim": self.dim,
+            "pooling": self.pooling.mode,
+            "normalize": self.pooling.normalize,
+            "similarity": self.pooling.similarity,
+            "max_length": self.pooling.max_length,
+        }
+
+    def _pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.pooling.mode == "cls":
+            pooled = hidden[:, 0]
+        elif self.pooling.mode == "max":
+            pooled = hidden.masked_fill(~mask.bool().unsqueeze(-1), torch.finfo(hidden.dtype).min).max(1).values
+        else:
+            weights = mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+        pooled = pooled.float()
+        return F.normalize(pooled, dim=-1) if self.pooling.normalize else pooled
+
+    @torch.inference_mode()
+    def _embed_batch(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        inputs = {k: v.to(self.device) for k, v in features.items() if k in self._forward_inputs}
+        hidden = self.model(**inputs).last_hidden_state
+        return self._pool(hidden, inputs["attention_mask"]).cpu()
+
+    def encode(self, texts: list[str], batch_size: int = 64, show_progress_bar: bool = False) -> np.ndarray:
+        """Embed texts: a [n, dim] float32 array, in input order (batches are formed by length)."""
+        if isinstance(texts, str):
+            raise TypeError("encode expects a list of strings; wrap a single text in a list")
+        texts = list(texts)
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for start in tqdm(range(0, len(texts), batch_size), desc="Teacher", disable=not show_progress_bar):
+            idx = order[start : start + batch_size]
+            features = self.tokenizer(
+                [texts[i] for i in idx],
+                padding=True,
+                truncation=True,
+                max_length=self.pooling.max_length,
+                return_tensors="pt",
+            )
+            out[idx] = self._embed_batch(features).numpy()
+        return out
+
+    def _with_special_tokens(self, ids: list[int]) -> list[int]:
+        tok = self.tokenizer
+        start = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
+        end = tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
+        body = list(ids)[: self.pooling.max_length - 2]
+        return [x for x in [start] if x is not None] + body + [x for x in [end] if x is not None]
+
+    def encode_token_ids(
+        self, token_ids: list[list[int]], batch_size: int = 256, show_progress_bar: bool = False
+    ) -> np.ndarray:
+        """Embed sequences given as token ids (without special tokens); [CLS]/[SEP] are added."""
+        order = np.argsort([-len(t) for t in token_ids], kind="stable")
+        out = np.zeros((len(token_ids), self.dim), dtype=np.float32)
+        for start in tqdm(range(0, len(token_ids), batch_size), desc="Teacher", disable=not show_progress_bar):
+            idx = order[start : start + batch_size]
+            batch = [self._with_special_tokens(token_ids[i]) for i in idx]
+            features = self.tokenizer.pad({"input_ids": batch}, padding=True, return_tensors="pt")
+            out[idx] = self._embed_batch(features).numpy()
+        return out

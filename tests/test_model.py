@@ -1,0 +1,110 @@
+"""BertApproxModel: invariances, the empty bag, parameter budget, input checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bertapprox_hf import BertApproxConfig, BertApproxModel
+
+
+def trained_looking_model(vocab_size: int = 50, dim: int = 24, **overrides) -> BertApproxModel:
+    """A small model whose weights are all random (as after training), not at their identity init."""
+    torch.manual_seed(0)
+    config = BertApproxConfig(vocab_size=vocab_size, embedding_dim=dim, num_heads=4, intermediate_size=32, **overrides)
+    model = BertApproxModel(config).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.normal_(0, 0.3)
+    return model
+
+
+def test_output_is_invariant_to_permutation_and_padding():
+    model = trained_looking_model()
+    ids = torch.randint(1, 50, (3, 9))
+    mask = torch.ones_like(ids)
+    base = model(input_ids=ids, attention_mask=mask).pooler_output
+    permuted = ids[:, torch.randperm(9)]
+    assert torch.allclose(model(input_ids=permuted, attention_mask=mask).pooler_output, base, atol=1e-5)
+    padded = torch.cat([ids, torch.zeros(3, 7, dtype=torch.long)], dim=1)
+    padded_mask = torch.cat([mask, torch.zeros(3, 7, dtype=torch.long)], dim=1)
+    assert torch.allclose(model(input_ids=padded, attention_mask=padded_mask).pooler_output, base, atol=1e-5)
+    # padding slots holding real ids are ignored too: only the mask counts
+    noisy = torch.cat([ids, torch.randint(1, 50, (3, 7))], dim=1)
+    assert torch.allclose(model(input_ids=noisy, attention_mask=padded_mask).pooler_output, base, atol=1e-5)
+
+
+def test_duplicates_count_in_the_bag():
+    model = trained_looking_model()
+    once = model(input_ids=torch.tensor([[3, 4]])).pooler_output
+    twice = model(input_ids=torch.tensor([[3, 3, 4]])).pooler_output
+    assert not torch.allclose(once, twice)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_the_empty_bag_is_finite(normalize):
+    model = trained_looking_model(normalize=normalize)
+    out = model(input_ids=torch.zeros(2, 4, dtype=torch.long), attention_mask=torch.zeros(2, 4, dtype=torch.long))
+    assert torch.isfinite(out.pooler_output).all()
+    # the empty bag is the embedding of a zero pooled vector, whatever the padding width
+    other = model(input_ids=torch.zeros(1, 1, dtype=torch.long), attention_mask=torch.zeros(1, 1, dtype=torch.long))
+    assert torch.allclose(out.pooler_output[0], other.pooler_output[0])
+
+
+def test_normalize_gives_unit_vectors():
+    model = trained_looking_model(normalize=True)
+    out = model(input_ids=torch.randint(1, 50, (4, 6))).pooler_output
+    assert torch.allclose(out.norm(dim=-1), torch.ones(4), atol=1e-5)
+
+
+def test_an_untrained_model_is_the_mean_of_its_entries():
+    config = BertApproxConfig(vocab_size=20, embedding_dim=16, num_heads=4, intermediate_size=32)
+    model = BertApproxModel(config)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        model.entry_table.weight.normal_()
+    out = model(input_ids=torch.tensor([[2, 5, 7]])).pooler_output[0]
+    assert torch.allclose(out, model.entry_table.weight[[2, 5, 7]].mean(0), atol=1e-5)
+
+
+def test_default_parameter_count_for_a_768d_teacher_is_1_to_5_million():
+    config = BertApproxConfig(vocab_size=60000, embedding_dim=768)
+    model = BertApproxModel(config)
+    trainable = model.num_parameters(only_trainable=True)
+    print(f"trainable parameters at the defaults (768-d, 60k entries): {trainable:,}")
+    assert 1_000_000 <= trainable <= 5_000_000
+    assert not model.entry_table.weight.requires_grad
+    assert model.num_parameters() - trainable == 60000 * 768
+
+
+def test_gradients_reach_every_trainable_parameter():
+    model = trained_looking_model().train()
+    out = model(input_ids=torch.randint(1, 50, (4, 6))).pooler_output
+    out.pow(2).sum().backward()
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+
+def test_bad_inputs_get_clear_errors():
+    model = trained_looking_model()
+    with pytest.raises(ValueError, match="vocabulary size"):
+        model(input_ids=torch.tensor([[1, 50]]))
+    with pytest.raises(ValueError, match="attention_mask shape"):
+        model(input_ids=torch.tensor([[1, 2]]), attention_mask=torch.tensor([[1, 1, 1]]))
+    with pytest.raises(ValueError, match=r"\[batch, bag\]"):
+        model(input_ids=torch.zeros(1, 2, 3, dtype=torch.long))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"hidden_size": 30, "num_heads": 4}, "divisible"),
+        ({"similarity": "l2"}, "similarity"),
+        ({"vocab_size": 0}, "vocab_size"),
+        ({"dropout": 1.5}, "dropout"),
+    ],
+)
+def test_bad_configs_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        BertApproxConfig(**kwargs)
