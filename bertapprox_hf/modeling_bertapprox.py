@@ -143,12 +143,16 @@ class BertApproxModel(BertApproxPreTrainedModel):
 
     # --- pieces, exposed so that per-entry work can be precomputed ------------------------------
     def entry_features(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """φ of each entry: [..., hidden_size]; depends on the entry alone."""
-        x = self.entry_table(input_ids)
-        x = x.to(self.output_projection.weight.dtype)
+        """φ of each entry: [..., hidden_size]; depends on the entry alone.
+
+        φ runs once per distinct id of the batch (a batch of passages repeats most of its entries),
+        and the result is gathered back into place.
+        """
+        unique_ids, inverse = torch.unique(input_ids, return_inverse=True)
+        x = self.entry_table(unique_ids).to(self.output_projection.weight.dtype)
         if self.input_projection is not None:
             x = self.input_projection(x)
-        return self.phi(x)
+        return self.phi(x)[inverse]
 
     def embed_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
         """ρ and the optional L2 normalization: pooled vector to sentence embedding."""

@@ -77,6 +77,11 @@ def read_pooling_spec(name_or_path: str, revision: str | None = None) -> Pooling
     return PoolingSpec(mode=mode, normalize=normalize, max_length=max_length)
 
 
+def looks_like_path(name: str) -> bool:
+    """True for local paths (absolute, relative with ./ ../ ~, or deeper than a Hub "org/name" id)."""
+    return name.startswith((os.sep, ".", "~")) or name.count("/") > 1 or os.path.exists(name)
+
+
 class Teacher:
     """A sentence encoder: transformers model + tokenizer + pooling, with batched ``encode``."""
 
@@ -100,7 +105,7 @@ class Teacher:
     ) -> Teacher:
         """Load a teacher from a Hub id or a local folder."""
         name_or_path = str(name_or_path)
-        if os.path.sep in name_or_path and not os.path.isdir(name_or_path):
+        if looks_like_path(name_or_path) and not os.path.isdir(name_or_path):
             raise FileNotFoundError(f"teacher folder not found: {name_or_path}")
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
         model = AutoModel.from_pretrained(name_or_path, revision=revision, dtype=dtype)

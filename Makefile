@@ -1,0 +1,53 @@
+# bertapprox-hf developer targets.
+# SHARED: the shared data and teachers (read-only). WORK: vocabularies, targets and runs.
+SHARED ?= $(abspath ../shared)
+WORK ?= $(HOME)/.cache/bertapprox/work
+PYTHON ?= python3
+TORCH_PIN ?= torch==2.13.0
+TEACHER_NAME ?= all-MiniLM-L6-v2
+CONFIG ?= configs/minilm.yaml
+PER_SOURCE ?= 15000
+export BERTAPPROX_SHARED := $(SHARED)
+export BERTAPPROX_WORK := $(WORK)
+export HF_HUB_OFFLINE ?= 1
+
+DATA := $(SHARED)/data
+# Documents only: training texts and the retrieval corpora, never their queries or judgments.
+CORPUS := $(addprefix $(DATA)/train/,msmarco_queries.jsonl msmarco_v2_passages.jsonl \
+	reuters21578_sentences.jsonl wordnet30_glosses.jsonl senteval_sentences.jsonl) \
+	$(DATA)/msmarco-passage-dl19/corpus.jsonl $(DATA)/beir/scifact/corpus.jsonl
+VOCAB := $(WORK)/vocab-$(TEACHER_NAME)
+TARGETS := $(WORK)/targets-$(TEACHER_NAME)
+# A local copy of the teacher (verified download); elsewhere set TEACHER to a Hub id.
+TEACHER = $(shell bash $(SHARED)/teachers/fetch $(TEACHER_NAME) | tail -n 1)
+
+.PHONY: install test lint demo vocab targets train speed clean
+
+install:  ## torch first (the CPU wheel), then the package with training and dev extras
+	$(PYTHON) -m pip install --quiet $(TORCH_PIN)
+	$(PYTHON) -m pip install --quiet -e ".[train,dev]"
+
+test:  ## the test suite (the command CI runs)
+	$(PYTHON) -m pytest -q
+
+lint:
+	ruff check . && ruff format --check .
+
+demo: vocab targets train  ## the main job: vocabulary, teacher targets, distillation, report
+
+vocab: $(VOCAB)/vocabulary.json
+$(VOCAB)/vocabulary.json:
+	bertapprox vocab build --teacher $(TEACHER) --out $(VOCAB) --max-per-source 30000 --corpus $(CORPUS)
+
+targets:  ## resumes by itself: finished shards are kept
+	bertapprox targets build --teacher $(TEACHER) --out $(TARGETS) --max-per-source $(PER_SOURCE) --corpus $(CORPUS)
+
+train:
+	$(PYTHON) train.py --config $(CONFIG)
+
+speed:  ## tokenizer throughput and student forward latency on DL 2019 passages
+	$(PYTHON) -m benchmarks.speed --vocab $(VOCAB) --corpus $(DATA)/msmarco-passage-dl19/corpus.jsonl \
+		--queries $(DATA)/train/msmarco_queries.jsonl --out results/speed
+
+clean:
+	rm -rf results .pytest_cache

@@ -1,0 +1,187 @@
+"""Training configuration: nested dataclasses read from YAML, with ``--set key=value`` overrides.
+
+Every key is documented on its field. Unknown keys, wrong types and missing files stop the run
+with a message naming the key or the file. String values may use ``${ENV_VAR}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class DataConfig:
+    vocab: str = ""  # vocabulary folder (bertapprox vocab build)
+    targets: str = ""  # teacher targets folder (bertapprox targets build)
+    val_fraction: float = 0.02  # share of records held out for validation, chosen by a hash of their id
+    max_val: int = 3000  # validation records used at most
+    max_train: int = 0  # training records used at most (0: all)
+    streaming: bool = False  # stream the targets with datasets instead of loading them in memory
+    shuffle_buffer: int = 10000  # buffer of the streaming shuffle
+
+
+@dataclass
+class ModelConfig:
+    hidden_size: int = 0  # width of φ and the pooled vector (0: the teacher's dimension)
+    intermediate_size: int = 1024  # width inside each residual block
+    num_heads: int = 8  # attention-pooling heads (learned queries)
+    phi_layers: int = 1  # residual blocks in φ
+    rho_layers: int = 1  # residual blocks in ρ
+    dropout: float = 0.0  # dropout inside the residual blocks
+    entry_bias: bool = True  # learned per-entry pooling score
+
+
+@dataclass
+class LossConfig:
+    mse: float = 1.0  # weight of the squared L2 distance to the teacher embedding
+    cosine: float = 1.0  # weight of 1 - cosine to the teacher embedding
+    relational: float = 0.0  # weight of the in-batch relational term
+    relational_kind: str = "cross"  # "cross": student-vs-teacher scores; "kl": student-vs-student matrix
+    temperature: float = 0.05  # softmax temperature of the relational term (on cosine scale)
+
+
+@dataclass
+class OptimConfig:
+    batch_size: int = 128  # texts per process and step (before accumulation)
+    epochs: float = 3.0  # passes over the training records (fractions allowed)
+    max_steps: int = 0  # stop after this many optimizer steps (0: from epochs)
+    lr: float = 2e-3  # peak learning rate of AdamW
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.05  # share of steps with a linear warm-up, then cosine decay to 0
+    max_grad_norm: float = 1.0  # gradient clipping (0: off)
+    grad_accum_steps: int = 1  # batches accumulated per optimizer step
+
+
+@dataclass
+class EvalConfig:
+    every_steps: int = 500  # evaluate on the validation records every this many steps (and at the end)
+    metric: str = "cosine_all"  # metric that picks the best model and drives early stopping
+    patience: int = 0  # evaluations without improvement before stopping (0: never stop early)
+    min_delta: float = 1e-4  # improvement smaller than this counts as none
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = "runs/bertapprox"  # where checkpoints, logs, plots and the best model go
+    seed: int = 42
+    mixed_precision: str = "auto"  # "no", "bf16", "fp16" or "auto" (bf16 on a GPU that has it, else no)
+    checkpoint_every: int = 500  # save a resumable checkpoint every this many steps
+    keep_checkpoints: int = 2  # checkpoints kept on disk
+    log_every: int = 50  # training loss logged every this many steps
+    tensorboard: bool = True  # also write TensorBoard event files
+    device: str = "auto"  # "auto", "cpu" or "cuda"
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the key or file it concerns in the message."""
+
+
+def _coerce(value: Any, kind: type, key: str) -> Any:
+    if isinstance(value, str) and kind is not str:
+        import yaml
+
+        value = yaml.safe_load(value)  # "3" -> 3, "true" -> True from --set overrides
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if kind is str and isinstance(value, str):
+        value = os.path.expandvars(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"config key '{key}' must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def _fill(section: Any, values: dict, prefix: str) -> None:
+    hints = typing.get_type_hints(type(section))
+    names = {f.name for f in dataclasses.fields(section)}
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"unknown config key '{path}' (known: {', '.join(sorted(names))})")
+        current = getattr(section, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key '{path}' must be a mapping")
+            _fill(current, value, path + ".")
+        else:
+            setattr(section, key, _coerce(value, hints[key], path))
+
+
+def load_config(path: str | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML config (optional), apply ``key.sub=value`` overrides and validate the result."""
+    import yaml
+
+    config = TrainConfig()
+    if path:
+        if not os.path.isfile(path):
+            raise ConfigError(f"config file not found: {path}")
+        with open(path, encoding="utf-8") as handle:
+            try:
+                values = yaml.safe_load(handle) or {}
+            except yaml.YAMLError as error:
+                raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
+        if not isinstance(values, dict):
+            raise ConfigError(f"config file {path} must hold a mapping")
+        _fill(config, values, "")
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key.sub=value")
+        key, value = item.split("=", 1)
+        nested: dict = {}
+        cursor = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            cursor = cursor.setdefault(part, {})
+        cursor[parts[-1]] = value
+        _fill(config, nested, "")
+    validate(config)
+    return config
+
+
+def validate(config: TrainConfig) -> None:
+    """Check values and files; raise :class:`ConfigError` naming the key or file."""
+    for key in ("vocab", "targets"):
+        folder = getattr(config.data, key)
+        if not folder:
+            raise ConfigError(f"config key 'data.{key}' is required")
+        if not os.path.isdir(folder):
+            raise ConfigError(f"data.{key}: folder not found: {folder}")
+    checks = [
+        ("data.val_fraction", 0 < config.data.val_fraction < 1),
+        ("optim.batch_size", config.optim.batch_size >= 2),
+        ("optim.lr", config.optim.lr > 0),
+        ("optim.epochs", config.optim.epochs >= 0),
+        ("optim.grad_accum_steps", config.optim.grad_accum_steps >= 1),
+        ("optim.warmup_ratio", 0 <= config.optim.warmup_ratio < 1),
+        ("eval.every_steps", config.eval.every_steps >= 1),
+        ("run.checkpoint_every", config.run.checkpoint_every >= 1),
+        ("run.keep_checkpoints", config.run.keep_checkpoints >= 1),
+        ("loss.temperature", config.loss.temperature > 0),
+        ("loss.relational_kind", config.loss.relational_kind in ("cross", "kl")),
+        ("run.mixed_precision", config.run.mixed_precision in ("no", "bf16", "fp16", "auto")),
+        ("run.device", config.run.device in ("auto", "cpu", "cuda")),
+    ]
+    for key, ok in checks:
+        if not ok:
+            section, name = key.split(".")
+            value = getattr(getattr(config, section), name)
+            raise ConfigError(f"config key '{key}' has an invalid value: {value!r}")
+    if min(config.loss.mse, config.loss.cosine, config.loss.relational) < 0:
+        raise ConfigError("loss weights must not be negative")
+
+
+def to_dict(config: TrainConfig) -> dict:
+    return dataclasses.asdict(config)

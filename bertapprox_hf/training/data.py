@@ -1,0 +1,120 @@
+"""Training data: teacher targets split by id, batched into padded bags on the fly.
+
+The split is a hash of each record's id, so it is the same in every process and every run, and
+a text never moves between training and validation when the corpus grows. Batches are formed from
+a permutation seeded by (seed, epoch): a run can resume at any batch, and process ``rank`` of
+``world`` takes every world-th batch, so all processes take the same number of steps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from ..targets import load_targets
+from ..tokenization_bertapprox import BertApproxTokenizer
+from .config import DataConfig
+
+HASH_BUCKETS = 1_000_000
+
+
+def is_validation(record_id: str, val_fraction: float) -> bool:
+    """Whether a record id falls in the validation split (a stable hash, not Python's hash())."""
+    digest = hashlib.md5(record_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "little") % HASH_BUCKETS < val_fraction * HASH_BUCKETS
+
+
+class Batcher:
+    """Turns texts and target embeddings into model inputs."""
+
+    def __init__(self, tokenizer: BertApproxTokenizer, max_bag_size: int) -> None:
+        self.tokenizer = tokenizer
+        self.max_bag_size = max_bag_size
+
+    def __call__(self, texts: list[str], targets: np.ndarray) -> dict[str, torch.Tensor]:
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_bag_size, return_tensors="pt")
+        return {
+            "input_ids": batch["input_ids"],
+            "attention_mask": batch["attention_mask"],
+            "targets": torch.as_tensor(np.asarray(targets, dtype=np.float32)),
+        }
+
+
+class TargetData:
+    """Map-style targets held in memory (texts and float16 embeddings)."""
+
+    def __init__(self, config: DataConfig, batcher: Batcher) -> None:
+        dataset = load_targets(config.targets)
+        ids = dataset["id"]
+        val_mask = np.array([is_validation(i, config.val_fraction) for i in ids], dtype=bool)
+        self.texts: list[str] = dataset["text"]
+        self.embeddings = np.asarray(dataset.with_format("numpy")["embedding"], dtype=np.float16)
+        self.train_index = np.flatnonzero(~val_mask)
+        if config.max_train:
+            self.train_index = self.train_index[: config.max_train]
+        self.val_index = np.flatnonzero(val_mask)[: config.max_val]
+        if len(self.train_index) == 0 or len(self.val_index) < 3:
+            raise ValueError(
+                f"{config.targets}: {len(self.train_index)} training and {len(self.val_index)} validation "
+                "records; need more records or another data.val_fraction"
+            )
+        self.batcher = batcher
+
+    def batches_per_epoch(self, batch_size: int, world: int) -> int:
+        """Batches each process takes in one epoch (incomplete batches are dropped)."""
+        return len(self.train_index) // batch_size // world
+
+    def batches(self, epoch: int, start: int, batch_size: int, seed: int, rank: int, world: int) -> Iterator[dict]:
+        """This process's batches of one epoch, from its ``start``-th batch on."""
+        order = np.random.default_rng([seed, epoch]).permutation(self.train_index)
+        per_process = self.batches_per_epoch(batch_size, world)
+        for local in range(start, per_process):
+            chunk = order[(local * world + rank) * batch_size : (local * world + rank + 1) * batch_size]
+            yield self.batcher([self.texts[i] for i in chunk], self.embeddings[chunk])
+
+    def validation(self) -> tuple[list[str], np.ndarray]:
+        return [self.texts[i] for i in self.val_index], self.embeddings[self.val_index].astype(np.float32)
+
+
+class StreamingTargetData:
+    """Targets streamed with ``datasets`` (for corpora larger than memory), shuffled in a buffer."""
+
+    def __init__(self, config: DataConfig, batcher: Batcher, num_records: int) -> None:
+        self.config = config
+        self.batcher = batcher
+        self.num_train = int(num_records * (1 - config.val_fraction))
+        if config.max_train:
+            self.num_train = min(self.num_train, config.max_train)
+        stream = load_targets(config.targets, streaming=True)
+        val = stream.filter(lambda row: is_validation(row["id"], config.val_fraction))
+        rows = list(itertools.islice(iter(val), config.max_val))
+        if len(rows) < 3:
+            raise ValueError(f"{config.targets}: fewer than 3 validation records; raise data.val_fraction")
+        self._validation = [r["text"] for r in rows], np.asarray([r["embedding"] for r in rows], dtype=np.float32)
+
+    def batches_per_epoch(self, batch_size: int, world: int) -> int:
+        return self.num_train // batch_size // world
+
+    def batches(self, epoch: int, start: int, batch_size: int, seed: int, rank: int, world: int) -> Iterator[dict]:
+        config = self.config
+        stream = load_targets(config.targets, streaming=True)
+        stream = stream.filter(lambda row: not is_validation(row["id"], config.val_fraction))
+        if config.max_train:
+            stream = stream.take(config.max_train)
+        stream = stream.shuffle(seed=seed + epoch, buffer_size=config.shuffle_buffer)
+        per_process = self.batches_per_epoch(batch_size, world)
+        rows = iter(stream)
+        for index in range(per_process * world):
+            chunk = list(itertools.islice(rows, batch_size))
+            if len(chunk) < batch_size:
+                return
+            local, owner = divmod(index, world)
+            if owner == rank and local >= start:
+                yield self.batcher([r["text"] for r in chunk], np.asarray([r["embedding"] for r in chunk]))
+
+    def validation(self) -> tuple[list[str], np.ndarray]:
+        return self._validation

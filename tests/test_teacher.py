@@ -1,0 +1,75 @@
+"""Teacher: pooling read from sentence-transformers files, model inputs, batched encoding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import DistilBertConfig, DistilBertModel
+
+from bertapprox_hf.teacher import PoolingSpec, Teacher, read_pooling_spec
+
+from .conftest import TRAIN, make_tiny_teacher_folder, read_texts
+
+
+def test_minilm_pooling_is_read_from_its_files(minilm_path):
+    assert read_pooling_spec(minilm_path) == PoolingSpec(mode="mean", normalize=True, max_length=256)
+
+
+def test_cls_pooling_without_normalization(tmp_path):
+    folder = make_tiny_teacher_folder(tmp_path / "cls", pooling="cls", normalize=False)
+    teacher = Teacher.from_pretrained(str(folder), device="cpu")
+    assert (teacher.pooling.mode, teacher.pooling.normalize, teacher.pooling.similarity) == ("cls", False, "dot")
+    features = teacher.tokenizer(["the cat"], return_tensors="pt")
+    with torch.no_grad():
+        hidden = teacher.model(**features).last_hidden_state
+    np.testing.assert_allclose(teacher.encode(["the cat"])[0], hidden[0, 0].numpy(), atol=1e-6)
+
+
+def test_folder_without_sentence_transformers_files_defaults_to_mean(tmp_path, tiny_teacher_path):
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    Teacher.from_pretrained(tiny_teacher_path).model.save_pretrained(folder)
+    Teacher.from_pretrained(tiny_teacher_path).tokenizer.save_pretrained(folder)
+    assert read_pooling_spec(str(folder)) == PoolingSpec("mean", False, 512)
+
+
+def test_missing_folder_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        Teacher.from_pretrained(str(tmp_path / "nowhere"))
+
+
+def test_minilm_encode_equals_sentence_transformers(minilm, minilm_path):
+    from sentence_transformers import SentenceTransformer
+
+    texts = read_texts(TRAIN / "msmarco_queries.jsonl", 20) + read_texts(TRAIN / "msmarco_v2_passages.jsonl", 12)
+    reference = SentenceTransformer(minilm_path, device="cpu").encode(texts, batch_size=7)
+    ours = minilm.encode(texts, batch_size=5)
+    np.testing.assert_allclose(ours, reference, atol=2e-5)
+
+
+def test_token_ids_path_equals_text_path(minilm):
+    text = "the interest rate of the central bank"
+    ids = minilm.tokenizer(text, add_special_tokens=False)["input_ids"]
+    np.testing.assert_allclose(minilm.encode_token_ids([ids])[0], minilm.encode([text])[0], atol=1e-6)
+
+
+def test_models_without_token_type_ids_get_only_what_they_accept(tiny_teacher):
+    """DistilBERT's forward takes no token_type_ids; a BERT tokenizer still produces them."""
+    torch.manual_seed(0)
+    config = DistilBertConfig(
+        vocab_size=tiny_teacher.tokenizer.vocab_size, dim=32, n_layers=1, n_heads=2, hidden_dim=64
+    )
+    teacher = Teacher(DistilBertModel(config), tiny_teacher.tokenizer, PoolingSpec(), "tiny-distilbert", "cpu")
+    assert "token_type_ids" in teacher.tokenizer(["the cat"])
+    out = teacher.encode(["the cat", "new york city", ""])
+    assert out.shape == (3, 32) and np.isfinite(out).all()
+
+
+def test_encode_keeps_input_order_and_refuses_a_bare_string(tiny_teacher):
+    texts = ["a", "the new york city bank rate", "cat", "what is the interest rate of the bank"]
+    together = tiny_teacher.encode(texts, batch_size=2)
+    one_by_one = np.stack([tiny_teacher.encode([t])[0] for t in texts])
+    np.testing.assert_allclose(together, one_by_one, atol=1e-5)
+    with pytest.raises(TypeError, match="list of strings"):
+        tiny_teacher.encode("a text")

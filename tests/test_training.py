@@ -1,0 +1,161 @@
+"""Distillation end to end on a tiny random teacher and real texts: learning, resume, data parallel."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from bertapprox_hf.targets import build_targets
+from bertapprox_hf.training import Trainer, load_config
+from bertapprox_hf.training.config import ConfigError
+
+from .conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def inputs(tiny_teacher, tiny_vocab, train_sample_files, tmp_path_factory) -> dict:
+    """A vocabulary folder and a targets folder (600 real texts) of the tiny teacher."""
+    root = tmp_path_factory.mktemp("training-inputs")
+    tiny_vocab.save(str(root / "vocab"))
+    build_targets(
+        train_sample_files, tiny_teacher, str(root / "targets"), shard_size=256, show_progress_bar=False,
+        max_per_source=150,
+    )  # fmt: skip
+    return {"vocab": str(root / "vocab"), "targets": str(root / "targets"), "root": root}
+
+
+def tiny_config(inputs, output_dir, *overrides: str):
+    return load_config(
+        None,
+        [
+            f"data.vocab={inputs['vocab']}",
+            f"data.targets={inputs['targets']}",
+            "data.val_fraction=0.1",
+            f"run.output_dir={output_dir}",
+            "run.device=cpu",
+            "run.log_every=2",
+            "run.tensorboard=true",
+            "model.num_heads=4",
+            "model.intermediate_size=64",
+            "optim.batch_size=32",
+            "optim.lr=0.003",
+            "eval.every_steps=10",
+            "run.checkpoint_every=10",
+            *overrides,
+        ],
+    )
+
+
+def test_training_lowers_validation_loss_and_saves_a_loadable_model(inputs, tmp_path):
+    out = tmp_path / "run"
+    trainer = Trainer(tiny_config(inputs, out, "optim.epochs=6", "loss.relational=0.1"))
+    report = trainer.train()
+    evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [e for e in evals if e["event"] == "eval"]
+    assert evals[0]["step"] == 0 and evals[-1]["step"] == report["steps"] > 0
+    assert evals[-1]["mse_all"] < 0.8 * evals[0]["mse_all"]
+    assert max(e["cosine_all"] for e in evals) > evals[0]["cosine_all"]
+    assert report["best"]["cosine_all"] >= max(e["cosine_all"] for e in evals) - 1e-4  # eval.min_delta
+    for name in ("loss.png", "validation.png", "report.json", "best/model.safetensors", "best/training.json"):
+        assert (out / name).is_file(), name
+    assert any((out / "tensorboard").iterdir())
+
+    from transformers import AutoModel
+
+    loaded = AutoModel.from_pretrained(out / "best", trust_remote_code=True)
+    texts = trainer.val_texts[:20]
+    best = json.loads((out / "best" / "training.json").read_text())
+    assert best["step"] == report["best_step"]
+    if report["best_step"] == report["steps"]:
+        current = trainer.accelerator.unwrap_model(trainer.model).encode(texts)
+        np.testing.assert_allclose(loaded.encode(texts), current, atol=1e-5)
+
+
+def test_resumed_run_ends_with_the_same_weights(inputs, tmp_path):
+    settings = ("optim.max_steps=12", "run.checkpoint_every=5", "eval.every_steps=6", "model.dropout=0.1")
+    straight = Trainer(tiny_config(inputs, tmp_path / "straight", *settings))
+    straight.train()
+
+    interrupted = Trainer(tiny_config(inputs, tmp_path / "resumed", *settings))
+    assert interrupted.train(stop_after=7) == {"stopped_at": 7}  # last checkpoint at step 5
+    # a checkpoint being written when the run was killed is ignored
+    (tmp_path / "resumed" / "checkpoints" / "step_00000010.tmp").mkdir()
+    resumed = Trainer(tiny_config(inputs, tmp_path / "resumed", *settings))
+    assert resumed.resume() and resumed.state.step == 5
+    resumed.train()
+    a = straight.accelerator.unwrap_model(straight.model).state_dict()
+    b = resumed.accelerator.unwrap_model(resumed.model).state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_two_process_data_parallel_run_on_cpu(inputs, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29513",
+        str(REPO / "train.py"), "--set", f"data.vocab={inputs['vocab']}", "--set", f"data.targets={inputs['targets']}",
+        "--set", f"run.output_dir={out}", "--set", "run.device=cpu", "--set", "optim.max_steps=6",
+        "--set", "optim.batch_size=16", "--set", "eval.every_steps=3", "--set", "data.val_fraction=0.1",
+        "--set", "model.num_heads=4",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["processes"] == 2 and report["steps"] == 6
+    assert sorted(os.listdir(out / "best")).count("model.safetensors") == 1
+
+
+def test_bf16_mixed_precision_runs_on_cpu(inputs, tmp_path):
+    report = Trainer(tiny_config(inputs, tmp_path / "bf16", "run.mixed_precision=bf16", "optim.max_steps=4")).train()
+    assert report["mixed_precision"] == "bf16" and report["steps"] == 4
+
+
+def test_untrained_baseline_needs_no_steps(inputs, tmp_path):
+    overrides = ("optim.epochs=0", "model.phi_layers=0", "model.rho_layers=0", "model.entry_bias=false")
+    report = Trainer(tiny_config(inputs, tmp_path / "mean", *overrides)).train()
+    assert report["steps"] == 0 and report["best_step"] == 0 and report["trainable_parameters"] > 0
+
+
+def test_teacher_mismatch_between_targets_and_vocabulary_is_refused(inputs, tmp_path):
+    record = json.loads((inputs["root"] / "vocab" / "vocabulary.json").read_text())
+    record["teacher"]["name_or_path"] = "sentence-transformers/all-mpnet-base-v2"
+    other = tmp_path / "vocab"
+    other.mkdir()
+    (other / "vocabulary.json").write_text(json.dumps(record))
+    os.symlink(inputs["root"] / "vocab" / "vocabulary.safetensors", other / "vocabulary.safetensors")
+    with pytest.raises(ValueError, match="name_or_path"):
+        Trainer(load_config(None, [f"data.vocab={other}", f"data.targets={inputs['targets']}"]))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["optim.learning_rate=1"], "unknown config key 'optim.learning_rate'"),
+        (["optim.batch_size=big"], "'optim.batch_size' must be int"),
+        (["data.vocab=/nowhere/vocab"], "/nowhere/vocab"),
+        (["loss.relational_kind=cosine"], "loss.relational_kind"),
+    ],
+)
+def test_bad_configuration_names_the_key_or_file(inputs, overrides, message):
+    base = [f"data.vocab={inputs['vocab']}", f"data.targets={inputs['targets']}"]
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, base + overrides)
+
+
+def test_bad_config_file_is_reported_by_train_py(inputs, tmp_path, capsys):
+    sys.path.insert(0, str(REPO))
+    from train import main
+
+    config = tmp_path / "config.yaml"
+    config.write_text(f"data:\n  vocab: {inputs['vocab']}\n  targets: {inputs['targets']}\noptim:\n  epoks: 3\n")
+    assert main(["--config", str(config)]) == 2
+    assert "unknown config key 'optim.epoks'" in capsys.readouterr().err
+    assert main(["--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err

@@ -1,0 +1,54 @@
+"""Distill a student from precomputed teacher targets.
+
+    accelerate launch train.py --config configs/minilm.yaml
+    python train.py --config configs/minilm.yaml --set optim.lr=1e-3 --set run.output_dir=runs/x
+    python train.py --config configs/minilm.yaml --resume
+
+Every configuration key is documented in bertapprox_hf/training/config.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from bertapprox_hf.training import load_config, train
+from bertapprox_hf.training.config import ConfigError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML configuration file")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config, args.set)
+        report = train(config, resume=args.resume)
+    except (ConfigError, FileNotFoundError, ValueError) as error:
+        print(f"train.py: error: {error}", file=sys.stderr)
+        return 2
+    print(format_report(report))
+    return 0
+
+
+def format_report(report: dict) -> str:
+    """A short human-readable summary of a finished run."""
+    best = report.get("best", {})
+    lines = [
+        f"training time      {report['train_seconds']:.0f} s ({report['steps']} steps, best at {report['best_step']})",
+        f"trainable params   {report['trainable_parameters']:,}",
+    ]
+    for bucket in ("query", "sentence", "passage", "all"):
+        if f"cosine_{bucket}" in best:
+            lines.append(
+                f"{bucket:<9} n={best[f'count_{bucket}']:<5} cosine {best[f'cosine_{bucket}']:.4f}  "
+                f"spearman {best[f'spearman_{bucket}']:.4f}"
+            )
+    lines.append(f"model saved in     {report['model_dir']}")
+    return "\n".join(lines) + "\n" + json.dumps(report, default=str)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
