@@ -3,6 +3,7 @@
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from .configuration_bertapprox import BertApproxConfig
+from .inference import BatchingEncoder, Encoder
 from .modeling_bertapprox import BertApproxModel
 from .tokenization_bertapprox import BertApproxTokenizer
 
@@ -17,4 +18,4 @@ AutoConfig.register(BertApproxConfig.model_type, BertApproxConfig, exist_ok=True
 AutoModel.register(BertApproxConfig, BertApproxModel, exist_ok=True)
 AutoTokenizer.register(BertApproxConfig, slow_tokenizer_class=BertApproxTokenizer, exist_ok=True)
 
-__all__ = ["BertApproxConfig", "BertApproxModel", "BertApproxTokenizer", "__version__"]
+__all__ = ["BatchingEncoder", "BertApproxConfig", "BertApproxModel", "BertApproxTokenizer", "Encoder", "__version__"]

@@ -90,12 +90,7 @@ def iter_records(
 
 
 def _records(source, text_field: str, title_field: str | None, max_per_source: int | None) -> Iterator[Record]:
-    if isinstance(source, (str, os.PathLike)) or (
-        isinstance(source, (list, tuple))
-        and source
-        and all(isinstance(s, (str, os.PathLike)) for s in source)
-        and all(os.path.exists(os.fspath(s)) for s in source)
-    ):
+    if _names_files(source):
         for path in expand_paths(source):
             yield from itertools.islice(read_jsonl(path, text_field, title_field), max_per_source)
         return
@@ -115,6 +110,17 @@ def _records(source, text_field: str, title_field: str | None, max_per_source: i
             yield {"id": str(number), "text": text}
         return
     raise TypeError(f"unsupported corpus type: {type(source).__name__}")
+
+
+def _names_files(source) -> bool:
+    """A path, or a list of paths that all exist (a list of other strings is a list of texts)."""
+    if isinstance(source, (str, os.PathLike)):
+        return True
+    return (
+        isinstance(source, (list, tuple))
+        and len(source) > 0
+        and all(isinstance(item, (str, os.PathLike)) and os.path.exists(os.fspath(item)) for item in source)
+    )
 
 
 def _is_hf_dataset(source) -> bool:

@@ -62,7 +62,7 @@ class AttentionPooling(nn.Module):
     def scores(self, features: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         """Unnormalized pooling score of each entry for each head: [..., num_heads]."""
         heads = features.unflatten(-1, (self.num_heads, self.head_dim))
-        scores = (heads * self.queries).sum(-1) / math.sqrt(self.head_dim)
+        scores = torch.einsum("...hd,hd->...h", heads, self.queries.to(heads.dtype)) / math.sqrt(self.head_dim)
         if self.entry_bias is not None:
             scores = scores + self.entry_bias(input_ids).to(scores.dtype)
         return scores
@@ -73,7 +73,7 @@ class AttentionPooling(nn.Module):
         scores = scores.float().masked_fill(~mask, torch.finfo(torch.float32).min)
         weights = torch.softmax(scores, dim=1) * mask  # an all-padding bag gets all-zero weights
         heads = features.unflatten(-1, (self.num_heads, self.head_dim))
-        pooled = (weights.to(heads.dtype).unsqueeze(-1) * heads).sum(1)
+        pooled = torch.einsum("bnh,bnhd->bhd", weights.to(heads.dtype), heads)
         return pooled.flatten(-2)
 
 
@@ -142,17 +142,16 @@ class BertApproxModel(BertApproxPreTrainedModel):
         self.post_init()
 
     # --- pieces, exposed so that per-entry work can be precomputed ------------------------------
-    def entry_features(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """φ of each entry: [..., hidden_size]; depends on the entry alone.
-
-        φ runs once per distinct id of the batch (a batch of passages repeats most of its entries),
-        and the result is gathered back into place.
-        """
-        unique_ids, inverse = torch.unique(input_ids, return_inverse=True)
-        x = self.entry_table(unique_ids).to(self.output_projection.weight.dtype)
+    def _phi(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.entry_table(ids).to(self.output_projection.weight.dtype)
         if self.input_projection is not None:
             x = self.input_projection(x)
-        return self.phi(x)[inverse]
+        return self.phi(x)
+
+    def entry_features(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """φ of each entry: [..., hidden_size]; depends on the entry alone (computed once per distinct id)."""
+        unique_ids, inverse = torch.unique(input_ids, return_inverse=True)
+        return self._phi(unique_ids)[inverse]
 
     def embed_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
         """ρ and the optional L2 normalization: pooled vector to sentence embedding."""
@@ -182,8 +181,11 @@ class BertApproxModel(BertApproxPreTrainedModel):
             )
         if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
             raise ValueError(f"input_ids must lie in [0, {self.config.vocab_size}), the vocabulary size")
-        features = self.entry_features(input_ids)
-        scores = self.pooling.scores(features, input_ids)
+        # φ and the scores depend on one entry each: compute them once per distinct id, then gather.
+        unique_ids, inverse = torch.unique(input_ids, return_inverse=True)
+        unique_features = self._phi(unique_ids)
+        features = unique_features[inverse]
+        scores = self.pooling.scores(unique_features, unique_ids)[inverse]
         pooled = self.pooling(features, scores, attention_mask)
         embedding = self.embed_pooled(pooled)
         return_dict = return_dict if return_dict is not None else self.config.return_dict

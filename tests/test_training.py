@@ -159,3 +159,14 @@ def test_bad_config_file_is_reported_by_train_py(inputs, tmp_path, capsys):
     assert "unknown config key 'optim.epoks'" in capsys.readouterr().err
     assert main(["--config", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml" in capsys.readouterr().err
+
+
+def test_streaming_targets_train_too(inputs, tmp_path):
+    report = Trainer(tiny_config(inputs, tmp_path / "stream", "data.streaming=true", "optim.max_steps=6")).train()
+    assert report["steps"] == 6 and report["best"]["count_all"] > 3
+
+
+def test_early_stopping_ends_a_run_that_stops_improving(inputs, tmp_path):
+    settings = ("optim.lr=1e-9", "optim.epochs=20", "eval.every_steps=2", "eval.patience=2", "eval.min_delta=0.01")
+    report = Trainer(tiny_config(inputs, tmp_path / "early", *settings)).train()
+    assert report["steps"] == 4 and report["best_step"] == 0  # two evaluations without improvement

@@ -20,6 +20,7 @@ class DataConfig:
     val_fraction: float = 0.02  # share of records held out for validation, chosen by a hash of their id
     max_val: int = 3000  # validation records used at most
     max_train: int = 0  # training records used at most (0: all)
+    length_grouping: bool = True  # batch texts of similar length together (less padding; not when streaming)
     streaming: bool = False  # stream the targets with datasets instead of loading them in memory
     shuffle_buffer: int = 10000  # buffer of the streaming shuffle
 
@@ -90,11 +91,21 @@ class ConfigError(ValueError):
     """A configuration problem, with the key or file it concerns in the message."""
 
 
+def _parse_scalar(text: str) -> Any:
+    """A --set value as YAML would read it, with numbers like 1e-3 read as numbers."""
+    import yaml
+
+    for number in (int, float):
+        try:
+            return number(text)
+        except ValueError:
+            pass
+    return yaml.safe_load(text)
+
+
 def _coerce(value: Any, kind: type, key: str) -> Any:
     if isinstance(value, str) and kind is not str:
-        import yaml
-
-        value = yaml.safe_load(value)  # "3" -> 3, "true" -> True from --set overrides
+        value = _parse_scalar(value)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if kind is str and isinstance(value, str):

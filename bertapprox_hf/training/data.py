@@ -20,6 +20,7 @@ from ..tokenization_bertapprox import BertApproxTokenizer
 from .config import DataConfig
 
 HASH_BUCKETS = 1_000_000
+GROUP_BATCHES = 50  # batches per pool sorted by length (length_grouping)
 
 
 def is_validation(record_id: str, val_fraction: float) -> bool:
@@ -62,18 +63,42 @@ class TargetData:
                 f"{config.targets}: {len(self.train_index)} training and {len(self.val_index)} validation "
                 "records; need more records or another data.val_fraction"
             )
+        self.lengths = np.array([len(text) for text in self.texts], dtype=np.int64)
+        self.length_grouping = config.length_grouping
         self.batcher = batcher
 
     def batches_per_epoch(self, batch_size: int, world: int) -> int:
         """Batches each process takes in one epoch (incomplete batches are dropped)."""
         return len(self.train_index) // batch_size // world
 
+    def epoch_batches(self, epoch: int, batch_size: int, seed: int) -> list[np.ndarray]:
+        """All batches of one epoch (record indices), the same in every process.
+
+        With ``length_grouping``, a shuffled epoch is cut into pools of ``GROUP_BATCHES`` batches, each
+        pool is sorted by text length and cut into batches, and the batches are shuffled: bags of a
+        batch have similar sizes, so little compute goes to padding.
+        """
+        rng = np.random.default_rng([seed, epoch])
+        order = rng.permutation(self.train_index)
+        count = len(order) // batch_size
+        order = order[: count * batch_size]
+        if self.length_grouping:
+            pool = batch_size * GROUP_BATCHES
+            order = np.concatenate(
+                [
+                    chunk[np.argsort(self.lengths[chunk], kind="stable")]
+                    for chunk in np.split(order, range(pool, len(order), pool))
+                ]
+            )
+        batches = order.reshape(count, batch_size)
+        return list(batches[rng.permutation(count)] if self.length_grouping else batches)
+
     def batches(self, epoch: int, start: int, batch_size: int, seed: int, rank: int, world: int) -> Iterator[dict]:
         """This process's batches of one epoch, from its ``start``-th batch on."""
-        order = np.random.default_rng([seed, epoch]).permutation(self.train_index)
+        everyone = self.epoch_batches(epoch, batch_size, seed)
         per_process = self.batches_per_epoch(batch_size, world)
         for local in range(start, per_process):
-            chunk = order[(local * world + rank) * batch_size : (local * world + rank + 1) * batch_size]
+            chunk = everyone[local * world + rank]
             yield self.batcher([self.texts[i] for i in chunk], self.embeddings[chunk])
 
     def validation(self) -> tuple[list[str], np.ndarray]:

@@ -204,6 +204,18 @@ class Trainer:
                 shutil.rmtree(os.path.join(folder, old), ignore_errors=True)
         self.accelerator.wait_for_everyone()
 
+    def start_fresh(self) -> None:
+        """Forget the logs and checkpoints of an earlier run in the same output folder."""
+        if self.accelerator.is_main_process:
+            for name in ("metrics.jsonl", "tensorboard", "checkpoints", "report.json"):
+                path = os.path.join(self.output_dir, name)
+                if os.path.isdir(path):
+                    shutil.rmtree(path)
+                elif os.path.exists(path):
+                    os.remove(path)
+            os.makedirs(os.path.join(self.output_dir, "checkpoints"), exist_ok=True)
+        self.accelerator.wait_for_everyone()
+
     def resume(self) -> bool:
         """Load the newest complete checkpoint, if there is one."""
         checkpoint = latest_checkpoint(self.output_dir)
@@ -323,6 +335,6 @@ class Trainer:
 def train(config: TrainConfig, resume: bool = False, stop_after: int | None = None) -> dict:
     """Train a student as ``config`` says; with ``resume``, continue from the latest checkpoint."""
     trainer = Trainer(config)
-    if resume:
-        trainer.resume()
+    if not (resume and trainer.resume()):
+        trainer.start_fresh()
     return trainer.train(stop_after=stop_after)

@@ -1,0 +1,323 @@
+"""Encoder: the precomputed fast path equals the model, reduced precisions stay close, cache, threads."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+
+import bertapprox_hf.inference as inference
+from bertapprox_hf.inference import BatchingEncoder, Encoder
+from bertapprox_hf.student import create_student
+
+from .conftest import TRAIN, read_texts
+
+ODD_TEXTS = ["", "   ", "😀 Привет", "new york city new york city", "the " * 700, "What is the interest rate?"]
+
+
+def trained_student(vocabulary):
+    """A small student whose trainable weights are off their identity init, as after training."""
+    model = create_student(vocabulary, num_heads=4, intermediate_size=48)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:
+                param.add_(torch.randn_like(param) * 0.05)
+    return model.eval()
+
+
+def forward_bags(model, bags: list[list[int]]) -> np.ndarray:
+    """The model's own forward on right-padded bags (padding slots hold random ids: the mask rules)."""
+    width = max([len(b) for b in bags] + [1])
+    ids = torch.randint(0, model.config.vocab_size, (len(bags), width))
+    mask = torch.zeros(len(bags), width, dtype=torch.long)
+    for row, bag in enumerate(bags):
+        ids[row, : len(bag)] = torch.tensor(bag, dtype=torch.long)
+        mask[row, : len(bag)] = 1
+    with torch.inference_mode():
+        return model(input_ids=ids, attention_mask=mask).pooler_output.numpy()
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_student(tiny_vocab):
+    return trained_student(tiny_vocab)
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tiny_student):
+    return Encoder.from_pretrained(tiny_student, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def minilm_student(minilm_vocab):
+    return trained_student(minilm_vocab)
+
+
+@pytest.fixture(scope="module")
+def minilm_encoder(minilm_student):
+    return Encoder.from_pretrained(minilm_student, cache_size=0)
+
+
+@pytest.fixture(scope="module")
+def real_texts() -> list[str]:
+    queries = read_texts(TRAIN / "msmarco_queries.jsonl", 2100)[1800:]  # past what the vocabulary saw
+    passages = read_texts(TRAIN / "msmarco_v2_passages.jsonl", 1700)[1600:]
+    sentences = read_texts(TRAIN / "reuters21578_sentences.jsonl", 1700)[1600:]
+    return queries + passages + sentences + ODD_TEXTS
+
+
+# --- float32 equals the model ---------------------------------------------------------------------
+def test_float32_equals_forward_on_random_bags(tiny_student, tiny_encoder):
+    generator = np.random.default_rng(0)
+    vocab = tiny_student.config.vocab_size
+    bags = [
+        [],
+        [5],
+        [5, 5, 5],
+        [3, 4, 3],
+        [],
+        (list(range(1, vocab)) * 2)[:512],
+        generator.integers(0, vocab, 512).tolist(),
+    ]
+    bags += [generator.integers(0, vocab, generator.integers(0, 40)).tolist() for _ in range(60)]
+    bags += [[7] * 512, [0], [vocab - 1, 0, vocab - 1]]
+    expected = forward_bags(tiny_student, bags)
+    for batch_size in (1, 7, 64):
+        got = tiny_encoder.embed_bags(bags, batch_size=batch_size)
+        assert got.dtype == np.float32 and got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
+def test_float32_equals_the_model_on_real_text(tiny_student, tiny_encoder, minilm_student, minilm_encoder, real_texts):
+    for model, encoder in ((tiny_student, tiny_encoder), (minilm_student, minilm_encoder)):
+        np.testing.assert_allclose(encoder.encode(real_texts), model.encode(real_texts), atol=1e-5, rtol=0)
+        bags = model.get_tokenizer().encode_bags(real_texts[:50])
+        np.testing.assert_allclose(encoder.embed_bags(bags), forward_bags(model, bags), atol=1e-5, rtol=0)
+
+
+def test_empty_text_is_the_forward_of_an_empty_bag(tiny_student, tiny_encoder):
+    empty = forward_bags(tiny_student, [[]])[0]
+    np.testing.assert_allclose(tiny_encoder.encode(""), empty, atol=1e-6)
+    assert np.abs(empty).sum() > 0  # ρ of the zero vector: defined, not zero
+
+
+# --- reduced precision ----------------------------------------------------------------------------
+# Measured on this CPU (AVX512-BF16: bfloat16 runs ρ in bfloat16 too; int8 runs ρ in int8), cosine
+# loss to float32 over 300 queries, 100 passages, 100 sentences and odd texts, mean / worst:
+# float16 ~1e-8 / 1.8e-7, bfloat16 1.4e-5 / 2.4e-5, int8 6.2e-4 / 7.4e-4 (ρ dominates: with
+# rho_dtype="float32" int8 loses ~1e-5). Where ρ stays float32 the losses are only smaller.
+@pytest.mark.parametrize(("dtype", "mean_bound", "min_bound"), [
+    ("float16", 0.999999, 0.99999),
+    ("bfloat16", 0.99997, 0.99995),
+    ("int8", 0.9992, 0.999),
+])  # fmt: skip
+def test_reduced_precision_stays_close_to_float32(
+    minilm_student, minilm_encoder, real_texts, dtype, mean_bound, min_bound
+):
+    reference = minilm_encoder.encode(real_texts)
+    encoder = Encoder.from_pretrained(minilm_student, dtype=dtype, cache_size=0)
+    got = encoder.encode(real_texts)
+    assert got.dtype == np.float32
+    similarity = cosine(got, reference)
+    print(f"{encoder}: mean cosine loss {1 - similarity.mean():.2e}, worst {1 - similarity.min():.2e}")
+    assert similarity.mean() >= mean_bound, (encoder, similarity.mean())
+    assert similarity.min() >= min_bound, (encoder, similarity.min())
+
+
+def test_int8_gpu_style_path_equals_the_fbgemm_path(tiny_student, monkeypatch):
+    texts = ODD_TEXTS + ["bank rate of the united states", "the cat and the dog"]
+    fbgemm = Encoder.from_pretrained(tiny_student, dtype="int8", cache_size=0)
+    assert fbgemm._packed is not None
+    monkeypatch.setattr(inference, "_has_fbgemm_byte_bag", lambda: False)
+    plain = Encoder.from_pretrained(tiny_student, dtype="int8", cache_size=0)
+    assert plain._packed is None and plain._int8.dtype == torch.int8
+    np.testing.assert_allclose(plain.encode(texts), fbgemm.encode(texts), atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16", "int8"])
+def test_a_text_does_not_depend_on_its_batch(tiny_student, dtype):
+    texts = ODD_TEXTS + ["the bank said", "new york city interest rate market price oil company"] * 3
+    encoder = Encoder.from_pretrained(tiny_student, dtype=dtype, cache_size=0)
+    together = encoder.encode(texts, batch_size=64)
+    alone = np.stack([encoder.encode(t) for t in texts])
+    np.testing.assert_allclose(alone, together, atol=1e-5)
+
+
+def test_rho_precision_follows_the_device_or_the_caller(tiny_student):
+    int8 = Encoder.from_pretrained(tiny_student, dtype="int8")
+    assert int8.rho_dtype == "int8" and int8._packed.dtype == torch.uint8
+    assert Encoder.from_pretrained(tiny_student, dtype="float32").rho_dtype == "float32"
+    forced = Encoder.from_pretrained(tiny_student, dtype="int8", rho_dtype="float32")
+    assert forced.rho_dtype == "float32"
+    for dtype in ("float16", "bfloat16"):
+        expected = dtype if inference._cpu_supports(getattr(torch, dtype)) else "float32"
+        assert Encoder.from_pretrained(tiny_student, dtype=dtype).rho_dtype == expected
+    with pytest.raises(ValueError, match="dtype"):
+        Encoder.from_pretrained(tiny_student, dtype="int4")
+
+
+# --- API ------------------------------------------------------------------------------------------
+def test_shapes_options_and_properties(tiny_student, tiny_encoder):
+    dim = tiny_student.config.output_dim
+    assert tiny_encoder.dim == dim == tiny_encoder.get_sentence_embedding_dimension()
+    assert tiny_encoder.similarity == tiny_student.config.similarity
+    one = tiny_encoder.encode("new york city")
+    assert one.shape == (dim,) and one.dtype == np.float32
+    assert tiny_encoder.encode([]).shape == (0, dim)
+    assert tiny_encoder.embed_bags([]).shape == (0, dim)
+    normalized = tiny_encoder.encode(["the bank", "oil price"], normalize_embeddings=True)
+    np.testing.assert_allclose(np.linalg.norm(normalized, axis=1), 1.0, atol=1e-5)
+    tensor = tiny_encoder.encode(("the bank", "oil price"), convert_to_numpy=False, show_progress_bar=True)
+    assert isinstance(tensor, torch.Tensor) and tensor.shape == (2, dim) and tensor.dtype == torch.float32
+
+
+def test_bad_input_is_named(tiny_encoder):
+    with pytest.raises(TypeError, match="None"):
+        tiny_encoder.encode(None)
+    with pytest.raises(TypeError, match=r"texts\[2\] is int"):
+        tiny_encoder.encode(["a", "b", 3])
+    with pytest.raises(TypeError, match=r"texts\[0\] is NoneType"):
+        tiny_encoder.encode([None])
+    with pytest.raises(TypeError):
+        tiny_encoder.encode({"a": 1})
+    with pytest.raises(ValueError, match="vocabulary size"):
+        tiny_encoder.embed_bags([[1, 2], [tiny_encoder.vocab_size]])
+    with pytest.raises(ValueError, match="bag 3 has ids outside"):
+        tiny_encoder.embed_bags([[1], [], [2, 3], [4, -1]], batch_size=3)
+    with pytest.raises(TypeError, match="bag 1 holds float"):
+        tiny_encoder.embed_bags([[1, 2], [1.5]])
+    with pytest.raises(TypeError, match="bag 2 is NoneType"):
+        tiny_encoder.embed_bags([[1], [2], None])
+    np.testing.assert_array_equal(
+        tiny_encoder.embed_bags([np.array([3, 4]), (5,)]), tiny_encoder.embed_bags([[3, 4], [5]])
+    )
+    with pytest.raises(TypeError):
+        Encoder.from_pretrained(42)
+
+
+def test_from_a_saved_folder_equals_in_memory(tiny_student, tiny_encoder, tmp_path):
+    tiny_student.save_pretrained(tmp_path)
+    loaded = Encoder.from_pretrained(tmp_path, device="cpu")
+    texts = ODD_TEXTS + ["interest rate of the bank"]
+    np.testing.assert_allclose(loaded.encode(texts), tiny_encoder.encode(texts), atol=1e-6)
+
+
+def test_the_model_is_left_as_it_was(tiny_vocab):
+    model = trained_student(tiny_vocab).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    encoder = Encoder.from_pretrained(model, cache_size=0)
+    assert model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    embedding = encoder.encode("the bank")
+    with torch.no_grad():
+        model.output_projection.weight.mul_(2)  # later training does not leak into the encoder
+    np.testing.assert_array_equal(encoder.encode("the bank"), embedding)
+
+
+# --- cache ----------------------------------------------------------------------------------------
+def test_cache_counts_evicts_and_returns_copies(tiny_student, monkeypatch):
+    encoder = Encoder.from_pretrained(tiny_student, cache_size=3)
+    encoded = []
+    original = encoder._embed
+    monkeypatch.setattr(encoder, "_embed", lambda bags: encoded.append(len(bags)) or original(bags))
+    first = encoder.encode(["a bank", "the cat", "a bank", "the dog"])
+    assert encoded == [3]  # the duplicate went through the model once
+    np.testing.assert_array_equal(first[0], first[2])
+    assert encoder.cache_info() == {"hits": 0, "misses": 4, "size": 3, "maxsize": 3, "hit_rate": 0.0}
+    first[:] = 0  # the caller's array is its own
+    again = encoder.encode(["a bank", "the cat"])
+    assert encoded == [3] and np.abs(again).sum() > 0
+    encoder.encode(["oil price"])  # evicts the least recently used: "the dog"
+    info = encoder.cache_info()
+    assert (info["hits"], info["misses"], info["size"]) == (2, 5, 3) and info["hit_rate"] == pytest.approx(2 / 7)
+    assert list(encoder._cache) == ["a bank", "the cat", "oil price"]
+    again[:] = 1
+    fresh = Encoder.from_pretrained(tiny_student, cache_size=0)
+    np.testing.assert_allclose(encoder.encode(["a bank", "the cat"]), fresh.encode(["a bank", "the cat"]), atol=1e-6)
+    assert fresh.cache_info()["size"] == 0 and fresh.cache_info()["maxsize"] == 0
+    encoder.clear_cache()
+    assert encoder.cache_info()["size"] == 0
+    with pytest.raises(ValueError, match="cache_size"):
+        Encoder.from_pretrained(tiny_student, cache_size=-1)
+
+
+# --- threads --------------------------------------------------------------------------------------
+def test_encode_from_many_threads(tiny_student, real_texts):
+    texts = real_texts[:150]
+    reference = Encoder.from_pretrained(tiny_student, cache_size=0).encode(texts)
+    encoder = Encoder.from_pretrained(tiny_student, cache_size=40)
+    generator = np.random.default_rng(0)
+    jobs = [generator.choice(len(texts), size=int(generator.integers(1, 30))) for _ in range(64)]
+
+    def work(positions):
+        return positions, encoder.encode([texts[i] for i in positions], batch_size=8)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for positions, rows in pool.map(work, jobs):
+            np.testing.assert_allclose(rows, reference[positions], atol=1e-6, rtol=0)
+    info = encoder.cache_info()
+    assert info["size"] <= 40 and info["hits"] + info["misses"] == sum(len(j) for j in jobs)
+
+
+def test_batching_encoder_under_concurrency(tiny_student, real_texts, monkeypatch):
+    texts = real_texts[:120]
+    reference = Encoder.from_pretrained(tiny_student, cache_size=0).encode(texts)
+    encoder = Encoder.from_pretrained(tiny_student, cache_size=0)
+    batch_sizes = []
+    original = encoder.encode
+    monkeypatch.setattr(encoder, "encode", lambda t, **kw: batch_sizes.append(len(t)) or original(t, **kw))
+    with BatchingEncoder(encoder, max_batch=16, max_wait_ms=20) as batcher:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            futures = list(pool.map(batcher.submit, texts))
+        rows = np.stack([f.result(timeout=30) for f in futures])
+        np.testing.assert_allclose(rows, reference, atol=1e-6)
+        assert len(batch_sizes) < len(texts) and max(batch_sizes) <= 16
+        np.testing.assert_allclose(batcher.encode("the bank", timeout=30), original("the bank"), atol=1e-6)
+        with pytest.raises(TypeError):
+            batcher.submit(None)
+    with pytest.raises(RuntimeError, match="closed"):
+        batcher.submit("late")
+    batcher.close()  # idempotent
+
+
+def test_batching_encoder_finishes_pending_work_and_reports_errors(tiny_student, monkeypatch):
+    encoder = Encoder.from_pretrained(tiny_student, cache_size=0)
+    gate = threading.Event()
+    original = encoder.encode
+
+    def slow(texts, **kwargs):
+        gate.wait(5)
+        if "boom" in texts:
+            raise RuntimeError("boom")
+        return original(texts, **kwargs)
+
+    monkeypatch.setattr(encoder, "encode", slow)
+    batcher = BatchingEncoder(encoder, max_batch=4, max_wait_ms=1)
+    futures = [batcher.submit(t) for t in ["the bank", "oil", "boom", "cat", "dog", "new york"]]
+    gate.set()
+    batcher.close()  # returns once every submitted text is done
+    assert all(f.done() for f in futures)
+    failed = [f for f in futures if f.exception() is not None]
+    assert failed and all(str(f.exception()) == "boom" for f in failed)
+    np.testing.assert_allclose(futures[-1].result(), original("new york"), atol=1e-6)
+
+
+# --- GPU ------------------------------------------------------------------------------------------
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize(
+    ("dtype", "bound"), [("float32", 0.99999), ("float16", 0.9999), ("bfloat16", 0.999), ("int8", 0.995)]
+)
+def test_cuda_matches_cpu(tiny_student, real_texts, dtype, bound):
+    reference = Encoder.from_pretrained(tiny_student, device="cpu", cache_size=0).encode(real_texts)
+    encoder = Encoder.from_pretrained(tiny_student, device="cuda", dtype=dtype, cache_size=0)
+    assert encoder._scores.device.type == "cuda"
+    got = encoder.encode(real_texts)
+    assert cosine(got, reference).mean() >= bound
+    assert encoder.encode(real_texts[:3], convert_to_numpy=False).device.type == "cuda"
