@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import json
 import logging
 import os
 import re
@@ -45,6 +44,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .corpus import Record, expand_paths, iter_records
+from .jsonio import read_json, write_json_atomic
 from .teacher import Teacher
 
 FORMAT_VERSION = 1
@@ -80,24 +80,10 @@ def list_shards(out_dir: str) -> dict[int, str]:
     return dict(sorted(found.items()))
 
 
-def _write_json_atomic(path: str, data: dict) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=1, default=str)
-        handle.write("\n")
-    os.replace(tmp, path)
-
-
 def read_manifest(out_dir: str) -> dict:
     """The manifest of a targets folder."""
     path = os.path.join(out_dir, MANIFEST)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{MANIFEST} not found in {out_dir}: not a teacher-targets folder")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            manifest = json.load(handle)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is corrupt (not valid JSON: {error})") from error
+    manifest = read_json(path, f"{MANIFEST} of a teacher-targets folder")
     if not isinstance(manifest, dict) or not isinstance(manifest.get("teacher"), dict) or "shard_size" not in manifest:
         raise ValueError(f"{path} is corrupt (expected an object with 'teacher' and 'shard_size')")
     if manifest.get("format_version") != FORMAT_VERSION:
@@ -279,7 +265,7 @@ def build_targets(
             "remove them or use another output folder"
         )
     if process_index == 0:
-        _write_json_atomic(os.path.join(out_dir, MANIFEST), manifest)  # unfinished until finalize_targets
+        write_json_atomic(os.path.join(out_dir, MANIFEST), manifest)  # unfinished until finalize_targets
 
     encoded, reused, num_shards, num_records = [], [], 0, 0
     progress = tqdm(  # records of this process's shards (only process 0 shows it)
@@ -321,7 +307,7 @@ def build_targets(
                 os.remove(path)
         # What finalize_targets must find once every process is done (a crashed process's last shard included).
         manifest.update(expected_num_shards=num_shards, expected_num_records=num_records)
-        _write_json_atomic(os.path.join(out_dir, MANIFEST), manifest)
+        write_json_atomic(os.path.join(out_dir, MANIFEST), manifest)
     if num_processes == 1:
         return finalize_targets(out_dir)
     return manifest
@@ -360,7 +346,7 @@ def finalize_targets(out_dir: str) -> dict:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
     manifest.update(num_shards=len(shards), num_records=int(sum(counts)))
-    _write_json_atomic(os.path.join(out_dir, MANIFEST), manifest)
+    write_json_atomic(os.path.join(out_dir, MANIFEST), manifest)
     return manifest
 
 

@@ -12,7 +12,6 @@ from the strings (see :func:`bertapprox_hf.tokenization_bertapprox.entry_kind`).
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from .jsonio import read_json, write_json_atomic
 from .tokenization_bertapprox import BertApproxTokenizer, entry_kind
 
 EMBEDDINGS_FILE = "vocabulary.safetensors"
@@ -94,10 +94,7 @@ class Vocabulary:
             os.path.join(folder, EMBEDDINGS_FILE),
         )
         record = {"format_version": FORMAT_VERSION, **self.metadata, "entries": self.entries}
-        tmp = os.path.join(folder, METADATA_FILE + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(record, handle, ensure_ascii=False, indent=1)
-        os.replace(tmp, os.path.join(folder, METADATA_FILE))
+        write_json_atomic(os.path.join(folder, METADATA_FILE), record)
 
     @classmethod
     def load(cls, folder: str) -> Vocabulary:
@@ -107,11 +104,7 @@ class Vocabulary:
         for path in (tensors_path, metadata_path):
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"vocabulary file not found: {path}")
-        try:
-            with open(metadata_path, encoding="utf-8") as handle:
-                metadata = json.load(handle)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(f"{metadata_path} is not valid JSON: {error}") from error
+        metadata = read_json(metadata_path, "vocabulary file")
         try:
             tensors = load_file(tensors_path)
         except Exception as error:  # safetensors raises its own error types for damaged files

@@ -144,3 +144,16 @@ def tiny_vocab(tiny_teacher, train_sample_files):
 
     config = VocabularyConfig(min_count=2, max_words=200, max_ngrams=50, max_skipgrams=20, dtype="float32")
     return build_vocabulary(train_sample_files, tiny_teacher, config, show_progress_bar=False, max_per_source=150)
+
+
+def trained_student(vocabulary, noise: float = 0.05):
+    """A small student whose trainable weights are off their identity init, as after training."""
+    from bertapprox_hf.student import create_student
+
+    model = create_student(vocabulary, num_heads=4, intermediate_size=48)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:
+                param.add_(torch.randn_like(param) * noise)
+    return model.eval()

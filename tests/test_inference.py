@@ -11,22 +11,10 @@ import torch
 
 import bertapprox_hf.inference as inference
 from bertapprox_hf.inference import BatchingEncoder, Encoder
-from bertapprox_hf.student import create_student
 
-from .conftest import TRAIN, read_texts
+from .conftest import TRAIN, read_texts, trained_student
 
 ODD_TEXTS = ["", "   ", "😀 Привет", "new york city new york city", "the " * 700, "What is the interest rate?"]
-
-
-def trained_student(vocabulary):
-    """A small student whose trainable weights are off their identity init, as after training."""
-    model = create_student(vocabulary, num_heads=4, intermediate_size=48)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.requires_grad:
-                param.add_(torch.randn_like(param) * 0.05)
-    return model.eval()
 
 
 def forward_bags(model, bags: list[list[int]]) -> np.ndarray:

@@ -10,11 +10,11 @@ import textwrap
 
 import numpy as np
 import pytest
-import torch
 from safetensors.torch import load_file, save_file
 
 from bertapprox_hf import BertApproxModel
-from bertapprox_hf.student import create_student
+
+from .conftest import trained_student
 
 TEXTS = ["What is the interest rate of the bank?", "new york city", "", "😀 Привет"]
 
@@ -41,16 +41,6 @@ LOADER = textwrap.dedent(
     }))
     """
 )
-
-
-def trained_student(vocabulary):
-    model = create_student(vocabulary, num_heads=4, intermediate_size=48)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.requires_grad:
-                param.add_(torch.randn_like(param) * 0.05)
-    return model.eval()
 
 
 def run_loader(folder, texts, tmp_path):

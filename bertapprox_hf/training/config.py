@@ -41,7 +41,7 @@ class LossConfig:
     mse: float = 1.0  # weight of the squared L2 distance to the teacher embedding
     cosine: float = 1.0  # weight of 1 - cosine to the teacher embedding
     relational: float = 0.0  # weight of the in-batch relational term
-    relational_kind: str = "cross"  # "cross": student-vs-teacher scores; "kl": student-vs-student matrix
+    relational_kind: str = "cross"  # "cross", "kl" or "pairwise" (see training/losses.py)
     temperature: float = 0.05  # softmax temperature of the relational term (on cosine scale)
 
 
@@ -181,7 +181,7 @@ def validate(config: TrainConfig) -> None:
         ("run.checkpoint_every", config.run.checkpoint_every >= 1),
         ("run.keep_checkpoints", config.run.keep_checkpoints >= 1),
         ("loss.temperature", config.loss.temperature > 0),
-        ("loss.relational_kind", config.loss.relational_kind in ("cross", "kl")),
+        ("loss.relational_kind", config.loss.relational_kind in ("cross", "kl", "pairwise")),
         ("run.mixed_precision", config.run.mixed_precision in ("no", "bf16", "fp16", "auto")),
         ("run.device", config.run.device in ("auto", "cpu", "cuda")),
     ]

@@ -9,15 +9,22 @@ from .config import LossConfig
 
 
 def relational_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str, temperature: float) -> torch.Tensor:
-    """KL divergence between the teacher's and the student's in-batch similarity distributions.
+    """How far the student's in-batch similarity structure is from the teacher's.
 
-    ``cross`` scores each student embedding against the batch's *teacher* embeddings, so it stays
-    anchored in the teacher's space (what asymmetric retrieval needs); ``kl`` compares the
-    student-student matrix with the teacher-teacher one and is blind to rotations of the space.
+    * ``cross``: KL divergence between the teacher's softmax over its in-batch similarities and the
+      student's softmax over its scores against the batch's *teacher* embeddings: anchored in the
+      teacher's space (what asymmetric retrieval needs), focused on each text's nearest neighbours.
+    * ``kl``: the same with the student-student matrix; blind to rotations of the space.
+    * ``pairwise``: mean squared difference between cos(studentᵢ, teacherⱼ) and cos(teacherᵢ, teacherⱼ)
+      over all pairs, divided by ``temperature``: it weighs the error in the directions of real
+      texts, i.e. the error that changes similarity rankings.
+
     Similarities are cosines divided by ``temperature``.
     """
     s = F.normalize(student.float(), dim=-1)
     t = F.normalize(teacher.float(), dim=-1)
+    if kind == "pairwise":
+        return (s @ t.T - t @ t.T).pow(2).mean() / temperature
     target = torch.softmax(t @ t.T / temperature, dim=-1)
     other = t if kind == "cross" else s
     log_probs = torch.log_softmax(s @ other.T / temperature, dim=-1)

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from ..jsonio import write_json_atomic
 from ..student import create_student
 from ..targets import check_teacher_compatible, read_manifest
 from ..vocabulary import Vocabulary
@@ -74,13 +75,6 @@ def latest_checkpoint(output_dir: str) -> str | None:
         return None
     done = sorted(d for d in os.listdir(folder) if d.startswith("step_") and not d.endswith(".tmp"))
     return os.path.join(folder, done[-1]) if done else None
-
-
-def _write_atomic(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 class Trainer:
@@ -198,7 +192,9 @@ class Trainer:
             final = os.path.join(folder, name)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
-            _write_atomic(os.path.join(folder, LATEST), name)
+            with open(os.path.join(folder, LATEST + ".tmp"), "w", encoding="utf-8") as handle:
+                handle.write(name)
+            os.replace(os.path.join(folder, LATEST + ".tmp"), os.path.join(folder, LATEST))
             done = sorted(d for d in os.listdir(folder) if d.startswith("step_") and not d.endswith(".tmp"))
             for old in done[: -self.config.run.keep_checkpoints]:
                 shutil.rmtree(os.path.join(folder, old), ignore_errors=True)
@@ -326,7 +322,7 @@ class Trainer:
         }
         if self.accelerator.is_main_process:
             plot_history(self.state.history, self.output_dir)
-            _write_atomic(os.path.join(self.output_dir, "report.json"), json.dumps(report, indent=1))
+            write_json_atomic(os.path.join(self.output_dir, "report.json"), report)
             if self.writer is not None:
                 self.writer.close()
         return report
