@@ -17,6 +17,8 @@ class BertApproxConfig(PretrainedConfig):
         intermediate_size: width inside each residual block.
         num_heads: attention-pooling heads; each has one learned query over its slice of φ.
         entry_bias: add a learned per-entry, per-head pooling score (a learned word weight).
+        entry_adapter_rank: rank of a learned correction added to each entry's embedding
+            (``vocab_size × rank + rank × embedding_dim`` parameters; 0: none).
         dropout: dropout inside the residual blocks.
         output_dim: embedding size; ``None`` means ``embedding_dim`` (the teacher's space).
         normalize: L2-normalize the output, as the teacher does.
@@ -37,6 +39,7 @@ class BertApproxConfig(PretrainedConfig):
         intermediate_size: int = 1024,
         num_heads: int = 8,
         entry_bias: bool = True,
+        entry_adapter_rank: int = 0,
         dropout: float = 0.0,
         output_dim: int | None = None,
         normalize: bool = False,
@@ -59,7 +62,11 @@ class BertApproxConfig(PretrainedConfig):
         ):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"BertApproxConfig.{name} must be a positive integer, got {value!r}")
-        for name, value in (("phi_layers", phi_layers), ("rho_layers", rho_layers)):
+        for name, value in (
+            ("phi_layers", phi_layers),
+            ("rho_layers", rho_layers),
+            ("entry_adapter_rank", entry_adapter_rank),
+        ):
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"BertApproxConfig.{name} must be a non-negative integer, got {value!r}")
         if hidden_size % num_heads:
@@ -76,6 +83,7 @@ class BertApproxConfig(PretrainedConfig):
         self.intermediate_size = intermediate_size
         self.num_heads = num_heads
         self.entry_bias = entry_bias
+        self.entry_adapter_rank = entry_adapter_rank
         self.dropout = dropout
         self.output_dim = output_dim
         self.normalize = normalize

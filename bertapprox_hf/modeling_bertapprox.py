@@ -2,7 +2,8 @@
 
     entry ids ──lookup──▶ E[ids] ──φ──▶ per-entry features ──attention pooling──▶ pooled ──ρ──▶ embedding
 
-* E is the frozen entry table (one teacher embedding per vocabulary entry): data, not parameters.
+* E is the frozen entry table (one teacher embedding per vocabulary entry): data, not parameters;
+  optionally corrected by a learned low-rank term (``entry_adapter_rank``), zero at start.
 * φ is a residual MLP applied to each entry on its own.
 * Attention pooling has ``num_heads`` learned queries; head h scores an entry by its query's dot
   product with the entry's slice of φ plus an optional learned per-entry bias, softmaxes the scores
@@ -94,7 +95,8 @@ class BertApproxPreTrainedModel(PreTrainedModel):
                 nn.init.eye_(module.weight)
             else:
                 nn.init.xavier_uniform_(module.weight)
-            nn.init.zeros_(module.bias)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
@@ -118,6 +120,9 @@ class BertApproxModel(BertApproxPreTrainedModel):
         super().__init__(config)
         self.entry_table = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=config.pad_token_id)
         self.entry_table.weight.requires_grad_(False)
+        rank = config.entry_adapter_rank
+        self.entry_adapter = nn.Embedding(config.vocab_size, rank) if rank else None
+        self.entry_adapter_up = nn.Linear(rank, config.embedding_dim, bias=False) if rank else None
         self.input_projection = (
             nn.Linear(config.embedding_dim, config.hidden_size) if config.embedding_dim != config.hidden_size else None
         )
@@ -144,6 +149,8 @@ class BertApproxModel(BertApproxPreTrainedModel):
     # --- pieces, exposed so that per-entry work can be precomputed ------------------------------
     def _phi(self, ids: torch.Tensor) -> torch.Tensor:
         x = self.entry_table(ids).to(self.output_projection.weight.dtype)
+        if self.entry_adapter is not None:  # a learned low-rank correction of each entry's embedding
+            x = x + self.entry_adapter_up(self.entry_adapter(ids).to(x.dtype))
         if self.input_projection is not None:
             x = self.input_projection(x)
         return self.phi(x)

@@ -146,11 +146,11 @@ def tiny_vocab(tiny_teacher, train_sample_files):
     return build_vocabulary(train_sample_files, tiny_teacher, config, show_progress_bar=False, max_per_source=150)
 
 
-def trained_student(vocabulary, noise: float = 0.05):
+def trained_student(vocabulary, noise: float = 0.05, **config):
     """A small student whose trainable weights are off their identity init, as after training."""
     from bertapprox_hf.student import create_student
 
-    model = create_student(vocabulary, num_heads=4, intermediate_size=48)
+    model = create_student(vocabulary, **{"num_heads": 4, "intermediate_size": 48, **config})
     torch.manual_seed(0)
     with torch.no_grad():
         for param in model.parameters():

@@ -35,7 +35,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def tiny_student(tiny_vocab):
-    return trained_student(tiny_vocab)
+    return trained_student(tiny_vocab, entry_adapter_rank=4)  # the adapter is part of the per-entry tables
 
 
 @pytest.fixture(scope="module")

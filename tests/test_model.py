@@ -20,7 +20,7 @@ def trained_looking_model(vocab_size: int = 50, dim: int = 24, **overrides) -> B
 
 
 def test_output_is_invariant_to_permutation_and_padding():
-    model = trained_looking_model()
+    model = trained_looking_model(entry_adapter_rank=3)
     ids = torch.randint(1, 50, (3, 9))
     mask = torch.ones_like(ids)
     base = model(input_ids=ids, attention_mask=mask).pooler_output
@@ -57,8 +57,11 @@ def test_normalize_gives_unit_vectors():
     assert torch.allclose(out.norm(dim=-1), torch.ones(4), atol=1e-5)
 
 
-def test_an_untrained_model_is_the_mean_of_its_entries():
-    config = BertApproxConfig(vocab_size=20, embedding_dim=16, num_heads=4, intermediate_size=32)
+@pytest.mark.parametrize("adapter_rank", [0, 4])
+def test_an_untrained_model_is_the_mean_of_its_entries(adapter_rank):
+    config = BertApproxConfig(
+        vocab_size=20, embedding_dim=16, num_heads=4, intermediate_size=32, entry_adapter_rank=adapter_rank
+    )
     model = BertApproxModel(config)
     torch.manual_seed(1)
     with torch.no_grad():
@@ -78,7 +81,7 @@ def test_default_parameter_count_for_a_768d_teacher_is_1_to_5_million():
 
 
 def test_gradients_reach_every_trainable_parameter():
-    model = trained_looking_model().train()
+    model = trained_looking_model(entry_adapter_rank=4).train()
     out = model(input_ids=torch.randint(1, 50, (4, 6))).pooler_output
     out.pow(2).sum().backward()
     for name, param in model.named_parameters():

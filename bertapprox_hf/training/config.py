@@ -34,6 +34,7 @@ class ModelConfig:
     rho_layers: int = 1  # residual blocks in ρ
     dropout: float = 0.0  # dropout inside the residual blocks
     entry_bias: bool = True  # learned per-entry pooling score
+    entry_adapter_rank: int = 0  # rank of a learned correction of each entry's embedding (0: none)
 
 
 @dataclass
