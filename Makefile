@@ -23,9 +23,9 @@ TEACHER = $(shell bash $(SHARED)/teachers/fetch $(TEACHER_NAME) | tail -n 1)
 
 .PHONY: install test lint demo vocab targets train speed clean
 
-install:  ## torch first (the CPU wheel), then the package with training and dev extras
+install:  ## torch first (the CPU wheel), then the package with training, indexing and dev extras
 	$(PYTHON) -m pip install --quiet $(TORCH_PIN)
-	$(PYTHON) -m pip install --quiet -e ".[train,dev]"
+	$(PYTHON) -m pip install --quiet -e ".[train,dev,index,pyserini]"
 
 test:  ## the test suite (the command CI runs)
 	$(PYTHON) -m pytest -q

@@ -273,7 +273,7 @@ def _index(args) -> int:
 
     indexer = _plugin_manager().get_indexer(args.indexer)
     expand_paths(args.corpus)  # fail on a missing corpus before loading models
-    queries = load_encoder(args.model, device=args.device, dtype=args.dtype)
+    queries = load_encoder(args.model, device=args.device, dtype=args.dtype, cache_size=0)  # documents: no cache
     documents = load_encoder(args.teacher, device=args.device) if args.teacher else queries
     if encoder_dim(documents) != encoder_dim(queries):
         raise ValueError(

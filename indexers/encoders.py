@@ -1,0 +1,31 @@
+"""Loading a document or query encoder from a folder: a student (fast Encoder) or a teacher."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from bertapprox_hf.jsonio import read_json
+
+
+def is_student_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` holds a saved student (``config.json`` with ``model_type: bertapprox``)."""
+    config = os.path.join(os.fspath(path), "config.json")
+    if not os.path.isfile(config):
+        return False
+    return read_json(config, "model config").get("model_type") == "bertapprox"
+
+
+def load_encoder(
+    path: str | os.PathLike, device: str | None = None, dtype: str = "float32", cache_size: int = 10000
+) -> Any:
+    """The fast :class:`~bertapprox_hf.inference.Encoder` of a student folder, else a
+    :class:`~bertapprox_hf.teacher.Teacher` (a sentence-transformers folder or Hub id)."""
+    path = os.fspath(path)
+    if is_student_folder(path):
+        from bertapprox_hf.inference import Encoder
+
+        return Encoder.from_pretrained(path, device=device, dtype=dtype, cache_size=cache_size)
+    from bertapprox_hf.teacher import Teacher
+
+    return Teacher.from_pretrained(path, device=device)
