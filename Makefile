@@ -27,13 +27,13 @@ install:  ## torch first (the CPU wheel), then the package with training, indexi
 	$(PYTHON) -m pip install --quiet $(TORCH_PIN)
 	$(PYTHON) -m pip install --quiet -e ".[train,dev,index,pyserini]"
 
-test:  ## the test suite (the command CI runs)
+test: install  ## the test suite (the command CI runs); installs first
 	$(PYTHON) -m pytest -q
 
 lint:
 	ruff check . && ruff format --check .
 
-demo: vocab targets train  ## the main job: vocabulary, teacher targets, distillation, report
+demo: install vocab targets train  ## the main job: vocabulary, teacher targets, distillation, report
 
 vocab: $(VOCAB)/vocabulary.json
 $(VOCAB)/vocabulary.json:
