@@ -25,7 +25,7 @@ TEACHER = $(shell bash $(SHARED)/teachers/fetch $(TEACHER_NAME) | tail -n 1)
 
 install:  ## torch first (the CPU wheel), then the package with training, indexing and dev extras
 	$(PYTHON) -m pip install --quiet $(TORCH_PIN)
-	$(PYTHON) -m pip install --quiet -e ".[train,dev,index,pyserini]"
+	$(PYTHON) -m pip install --quiet -e ".[train,dev,index,pyserini,bench,export]"
 
 test: install  ## the test suite (the command CI runs); installs first
 	$(PYTHON) -m pytest -q

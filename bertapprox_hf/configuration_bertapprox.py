@@ -91,3 +91,8 @@ class BertApproxConfig(PretrainedConfig):
         self.teacher = teacher
         self.max_bag_size = max_bag_size
         super().__init__(pad_token_id=pad_token_id, **kwargs)
+
+    @property
+    def projection_dim(self) -> int:
+        """The embedding size (``output_dim``), under the name sentence-transformers reads for it."""
+        return self.output_dim

@@ -210,10 +210,11 @@ class BertApproxModel(BertApproxPreTrainedModel):
         self._tokenizer = tokenizer
 
     def save_pretrained(self, save_directory, *args, **kwargs) -> None:
-        """Save config, weights and remote code, and the attached tokenizer's files beside them."""
+        """Save config, weights and remote code, the attached tokenizer's files and the sentence-transformers files."""
         super().save_pretrained(save_directory, *args, **kwargs)
         if self._tokenizer is not None:
             self._tokenizer.save_pretrained(save_directory)
+        write_sentence_transformers_files(str(save_directory), self.config)
 
     def get_tokenizer(self):
         """The attached tokenizer, else the one saved beside the model."""
@@ -268,6 +269,38 @@ class BertApproxModel(BertApproxPreTrainedModel):
         if convert_to_numpy:
             result = result.cpu().numpy()
         return result[0] if single else result
+
+
+def write_sentence_transformers_files(folder: str, config: BertApproxConfig) -> None:
+    """Make ``folder`` load with ``SentenceTransformer(folder, trust_remote_code=True)``.
+
+    One sentence-transformers ``Transformer`` module over the whole folder: it loads this model and
+    its tokenizer through the Auto classes, tokenizes with bags of at most ``max_bag_size`` entries
+    and takes ``pooler_output`` (already normalized when the teacher's embeddings are) as the
+    sentence embedding. No pooling module: the model pools itself.
+    """
+    import json
+
+    files = {
+        "modules.json": [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"}
+        ],
+        "sentence_bert_config.json": {
+            "transformer_task": "feature-extraction",
+            "modality_config": {"text": {"method": "forward", "method_output_name": "pooler_output"}},
+            "module_output_name": "sentence_embedding",
+            "processing_kwargs": {"text": {"max_length": config.max_bag_size}},
+        },
+        "config_sentence_transformers.json": {
+            "model_type": "SentenceTransformer",
+            "similarity_fn_name": config.similarity,
+            "prompts": {},
+            "default_prompt_name": None,
+        },
+    }
+    for name, content in files.items():
+        with open(os.path.join(folder, name), "w", encoding="utf-8") as handle:
+            json.dump(content, handle, indent=2)
 
 
 def check_model_folder(folder: str) -> None:

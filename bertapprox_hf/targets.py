@@ -38,7 +38,7 @@ import glob
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -350,11 +350,23 @@ def finalize_targets(out_dir: str) -> dict:
     return manifest
 
 
-def load_targets(out_dir: str, streaming: bool = False):
-    """The targets of ``out_dir`` as one `datasets` dataset (``IterableDataset`` when streaming), in corpus order.
+def load_targets(folders: str | Sequence[str], streaming: bool = False):
+    """The targets of one folder, or of several read one after the other, as one `datasets` dataset.
 
-    Columns: ``id``, ``text``, ``embedding`` (float16 values). Refuses an unfinished build.
+    An ``IterableDataset`` when streaming; rows in corpus order. Columns: ``id``, ``text``, ``embedding``
+    (float16 values). Refuses an unfinished build.
     """
+    if isinstance(folders, (str, os.PathLike)):
+        return _load_folder(os.fspath(folders), streaming)
+    if not folders:
+        raise ValueError("no targets folder given")
+    from datasets import concatenate_datasets
+
+    parts = [_load_folder(os.fspath(folder), streaming) for folder in folders]
+    return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
+
+
+def _load_folder(out_dir: str, streaming: bool):
     from datasets import load_dataset
 
     manifest = read_manifest(out_dir)

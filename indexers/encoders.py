@@ -9,8 +9,23 @@ from bertapprox_hf.jsonio import read_json
 
 
 def is_student_folder(path: str | os.PathLike) -> bool:
-    """Whether ``path`` holds a saved student (``config.json`` with ``model_type: bertapprox``)."""
-    config = os.path.join(os.fspath(path), "config.json")
+    """Whether ``path`` (a folder or a Hub id) holds a saved student (``config.json`` with ``model_type: bertapprox``).
+
+    A Hub id's ``config.json`` is fetched through the Hub cache; one that cannot be fetched is not a student.
+    """
+    path = os.fspath(path)
+    config = os.path.join(path, "config.json")
+    if not os.path.isdir(path):
+        from bertapprox_hf.teacher import looks_like_path
+
+        if looks_like_path(path):
+            return False
+        try:
+            from huggingface_hub import hf_hub_download
+
+            config = hf_hub_download(path, "config.json")
+        except Exception:  # offline, unknown repo, no config.json: leave it to the teacher loader's error
+            return False
     if not os.path.isfile(config):
         return False
     return read_json(config, "model config").get("model_type") == "bertapprox"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import string
 import subprocess
 from pathlib import Path
@@ -157,3 +158,13 @@ def trained_student(vocabulary, noise: float = 0.05, **config):
             if param.requires_grad:
                 param.add_(torch.randn_like(param) * noise)
     return model.eval()
+
+
+def offline_hub_cache(folder: Path, root: Path, repo_id: str) -> Path:
+    """A Hugging Face Hub cache holding ``folder`` as the latest snapshot of ``repo_id``."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = root / ("models--" + repo_id.replace("/", "--"))
+    shutil.copytree(folder, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return root

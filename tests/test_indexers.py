@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,11 +21,12 @@ import torch
 from bertapprox_hf.inference import Encoder
 from bertapprox_hf.student import create_student
 from indexers.base import DimensionMismatchError, SearchResults
+from indexers.encoders import is_student_folder
 from indexers.faiss_indexer import FaissIndexer
 from indexers.java import JavaNotFoundError, find_java_home, parse_java_version
 from indexers.runs import read_queries, read_trec, write_run
 
-from .conftest import TRAIN, read_texts
+from .conftest import TRAIN, offline_hub_cache, read_texts
 
 pytest.importorskip("faiss")
 
@@ -452,3 +454,14 @@ def test_pyserini_command_lines(pyserini_faiss, dl19, tiny_student_dir, tmp_path
     assert bertapprox(["search", "--index", str(out), "--queries", str(dl19.queries), "--k", "20",
                        "--output", str(run2)]) == 0  # fmt: skip
     assert read_trec(run2) == read_trec(run)
+
+
+def test_a_student_is_recognised_by_hub_id(tiny_student_dir, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    cache = offline_hub_cache(Path(tiny_student_dir), tmp_path / "hub-cache", "someone/student")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert is_student_folder("someone/student")
+    assert not is_student_folder("someone/not-cached")  # cannot be fetched: left to the teacher loader
+    assert not is_student_folder("./no/such/folder")

@@ -15,7 +15,7 @@ from bertapprox_hf.targets import build_targets
 from bertapprox_hf.training import Trainer, load_config
 from bertapprox_hf.training.config import ConfigError
 
-from .conftest import REPO
+from .conftest import REPO, TRAIN, read_texts
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +170,20 @@ def test_early_stopping_ends_a_run_that_stops_improving(inputs, tmp_path):
     settings = ("optim.lr=1e-9", "optim.epochs=20", "eval.every_steps=2", "eval.patience=2", "eval.min_delta=0.01")
     report = Trainer(tiny_config(inputs, tmp_path / "early", *settings)).train()
     assert report["steps"] == 4 and report["best_step"] == 0  # two evaluations without improvement
+
+
+def test_several_targets_folders_are_read_as_one(inputs, tiny_teacher, tmp_path):
+    texts = read_texts(TRAIN / "wordnet30_glosses.jsonl", 300)[200:]
+    build_targets(texts, tiny_teacher, str(tmp_path / "extra"), shard_size=64, show_progress_bar=False)
+    both = f"data.targets={inputs['targets']}, {tmp_path / 'extra'}"
+    config = tiny_config(inputs, tmp_path / "both", both, "optim.max_steps=2")
+    assert config.data.targets == [inputs["targets"], str(tmp_path / "extra")]
+    single = Trainer(tiny_config(inputs, tmp_path / "one", "optim.max_steps=2"))
+    trainer = Trainer(config)
+    assert len(trainer.data.texts) == len(single.data.texts) + len(texts)
+    assert trainer.data.texts[-1] == texts[-1]
+    assert trainer.train()["steps"] == 2
+    streamed = Trainer(tiny_config(inputs, tmp_path / "stream", both, "data.streaming=true", "optim.max_steps=2"))
+    assert streamed.train()["steps"] == 2
+    with pytest.raises(ConfigError, match="nowhere"):
+        tiny_config(inputs, tmp_path / "bad", f"data.targets={inputs['targets']},/nowhere/targets")

@@ -16,7 +16,8 @@ from typing import Any
 @dataclass
 class DataConfig:
     vocab: str = ""  # vocabulary folder (bertapprox vocab build)
-    targets: str = ""  # teacher targets folder (bertapprox targets build)
+    # teacher targets folders (bertapprox targets build): one, or a list (YAML list or comma-separated) read as one
+    targets: list[str] = field(default_factory=list)
     val_fraction: float = 0.02  # share of records held out for validation, chosen by a hash of their id
     max_val: int = 3000  # validation records used at most
     max_train: int = 0  # training records used at most (0: all)
@@ -104,7 +105,18 @@ def _parse_scalar(text: str) -> Any:
     return yaml.safe_load(text)
 
 
-def _coerce(value: Any, kind: type, key: str) -> Any:
+def _coerce_str_list(value: Any, key: str) -> list[str]:
+    """A list of strings from a YAML list, one string, or a comma-separated --set value."""
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ConfigError(f"config key '{key}' must be a string or a list of strings, got {value!r}")
+    return [os.path.expandvars(item) for item in value]
+
+
+def _coerce(value: Any, kind: Any, key: str) -> Any:
+    if typing.get_origin(kind) is list:
+        return _coerce_str_list(value, key)
     if isinstance(value, str) and kind is not str:
         value = _parse_scalar(value)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
@@ -165,12 +177,14 @@ def load_config(path: str | None = None, overrides: list[str] | None = None) -> 
 
 def validate(config: TrainConfig) -> None:
     """Check values and files; raise :class:`ConfigError` naming the key or file."""
-    for key in ("vocab", "targets"):
-        folder = getattr(config.data, key)
-        if not folder:
-            raise ConfigError(f"config key 'data.{key}' is required")
-        if not os.path.isdir(folder):
-            raise ConfigError(f"data.{key}: folder not found: {folder}")
+    if not config.data.vocab:
+        raise ConfigError("config key 'data.vocab' is required")
+    if not config.data.targets:
+        raise ConfigError("config key 'data.targets' is required")
+    for key, folders in (("vocab", [config.data.vocab]), ("targets", config.data.targets)):
+        for folder in folders:
+            if not os.path.isdir(folder):
+                raise ConfigError(f"data.{key}: folder not found: {folder}")
     checks = [
         ("data.val_fraction", 0 < config.data.val_fraction < 1),
         ("optim.batch_size", config.optim.batch_size >= 2),

@@ -100,15 +100,16 @@ class Trainer:
         os.makedirs(os.path.join(self.output_dir, "checkpoints"), exist_ok=True)
 
         vocabulary = Vocabulary.load(config.data.vocab)
-        manifest = read_manifest(config.data.targets)
-        check_teacher_compatible(manifest["teacher"], vocabulary.metadata.get("teacher", {}), config.data.targets)
+        manifests = [read_manifest(folder) for folder in config.data.targets]
+        for folder, manifest in zip(config.data.targets, manifests, strict=True):
+            check_teacher_compatible(manifest["teacher"], vocabulary.metadata.get("teacher", {}), folder)
         self.teacher = vocabulary.metadata.get("teacher", {})
         overrides = {k: v for k, v in asdict(config.model).items() if not (k == "hidden_size" and v == 0)}
         model = create_student(vocabulary, **overrides)
         self.tokenizer = model.get_tokenizer()
         batcher = Batcher(self.tokenizer, model.config.max_bag_size)
         if config.data.streaming:
-            self.data = StreamingTargetData(config.data, batcher, int(manifest["num_records"]))
+            self.data = StreamingTargetData(config.data, batcher, sum(int(m["num_records"]) for m in manifests))
         else:
             self.data = TargetData(config.data, batcher)
         self.val_texts, self.val_targets = self.data.validation()

@@ -1,0 +1,90 @@
+"""The student as one exportable graph: bag ids and mask in, sentence embedding out.
+
+φ and the pooling scores depend on one entry each, so (as in :class:`~bertapprox_hf.inference.Encoder`)
+they are computed once for the whole vocabulary and stored as two tables; the graph then only
+gathers rows, softmaxes the scores over each bag (padding masked out), takes the weighted sum per
+head and applies ρ. Every op is plain (Gather, Softmax, Einsum, Gemm, LayerNorm, Gelu), so ONNX
+and TorchScript export it with dynamic batch and bag axes.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..modeling_bertapprox import BertApproxModel
+
+INPUT_NAMES = ("input_ids", "attention_mask")
+OUTPUT_NAME = "sentence_embedding"
+VALUES_NAME = "entry_values"  # the φ table; the int8 ONNX variant quantizes this one
+SCORES_NAME = "entry_scores"
+PRECOMPUTE_CHUNK = 8192
+
+
+class BagEmbeddingGraph(nn.Module):
+    """``forward(input_ids [batch, bag] int64, attention_mask [batch, bag] int64) -> [batch, dim] float32``.
+
+    Equal to ``BertApproxModel.forward(...).pooler_output`` up to float rounding; an all-padding
+    bag gives ρ(0), as in the model.
+    """
+
+    def __init__(self, model: BertApproxModel) -> None:
+        super().__init__()
+        config = model.config
+        self.num_heads = int(config.num_heads)
+        self.head_dim = int(config.hidden_size // config.num_heads)
+        self.normalize = bool(config.normalize)
+        self.mask_value = float(torch.finfo(torch.float32).min)  # a plain float: TorchScript has no finfo
+        values, scores = entry_tables(model)
+        self.register_buffer(VALUES_NAME, values)
+        self.register_buffer(SCORES_NAME, scores)
+        self.rho = nn.Sequential(*copy.deepcopy(list(model.rho)), copy.deepcopy(model.output_projection)).float()
+        self.eval()
+        for param in self.parameters():
+            param.requires_grad_(False)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        mask = attention_mask.unsqueeze(-1) > 0
+        scores = F.embedding(input_ids, self.entry_scores)
+        scores = scores.masked_fill(~mask, self.mask_value)
+        weights = torch.softmax(scores, dim=1) * mask.to(scores.dtype)  # an all-padding bag: all zero
+        values = F.embedding(input_ids, self.entry_values).unflatten(-1, (self.num_heads, self.head_dim))
+        pooled = torch.einsum("bnh,bnhd->bhd", weights, values).flatten(-2)
+        out = self.rho(pooled)
+        if self.normalize:
+            out = F.normalize(out, dim=-1)
+        return out
+
+
+@torch.inference_mode()
+def entry_tables(model: BertApproxModel) -> tuple[torch.Tensor, torch.Tensor]:
+    """φ of every entry [vocab, hidden] and its pooling scores [vocab, heads], float32 on the CPU."""
+    was_training = model.training
+    model.eval()
+    device = model.output_projection.weight.device
+    values, scores = [], []
+    try:
+        for start in range(0, model.config.vocab_size, PRECOMPUTE_CHUNK):
+            ids = torch.arange(start, min(start + PRECOMPUTE_CHUNK, model.config.vocab_size), device=device)
+            features = model.entry_features(ids)
+            values.append(features.float().cpu())
+            scores.append(model.pooling.scores(features, ids).float().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(values).clone(), torch.cat(scores).clone()
+
+
+def pad_bags(bags: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded ``input_ids`` and ``attention_mask`` (int64, at least one column) of a batch of bags."""
+    width = max([len(bag) for bag in bags] + [1])
+    ids = np.full((len(bags), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(bags), width), dtype=np.int64)
+    for row, bag in enumerate(bags):
+        ids[row, : len(bag)] = bag
+        mask[row, : len(bag)] = 1
+    return ids, mask
