@@ -18,10 +18,11 @@ CORPUS := $(addprefix $(DATA)/train/,msmarco_queries.jsonl msmarco_v2_passages.j
 	$(DATA)/msmarco-passage-dl19/corpus.jsonl $(DATA)/beir/scifact/corpus.jsonl
 VOCAB := $(WORK)/vocab-$(TEACHER_NAME)
 TARGETS := $(WORK)/targets-$(TEACHER_NAME)
+TARGETS_MORE := $(WORK)/targets-more-$(TEACHER_NAME)
 # A local copy of the teacher (verified download); elsewhere set TEACHER to a Hub id.
 TEACHER = $(shell bash $(SHARED)/teachers/fetch $(TEACHER_NAME) | tail -n 1)
 
-.PHONY: install test lint demo vocab targets train speed clean
+.PHONY: install test lint demo vocab targets targets-more train speed clean
 
 install:  ## torch first (the CPU wheel), then the package with training, indexing and dev extras
 	$(PYTHON) -m pip install --quiet $(TORCH_PIN)
@@ -41,6 +42,10 @@ $(VOCAB)/vocabulary.json:
 
 targets:  ## resumes by itself: finished shards are kept
 	bertapprox targets build --teacher $(TEACHER) --out $(TARGETS) --max-per-source $(PER_SOURCE) --corpus $(CORPUS)
+
+targets-more:  ## the next 25,000 texts of each source (configs/minilm-large.yaml reads both sets)
+	bertapprox targets build --teacher $(TEACHER) --out $(TARGETS_MORE) --skip-per-source $(PER_SOURCE) \
+		--max-per-source 25000 --corpus $(CORPUS)
 
 train:
 	$(PYTHON) train.py --config $(CONFIG)

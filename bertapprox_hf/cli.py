@@ -76,6 +76,9 @@ def _add_targets_build(sub) -> None:
     parser.add_argument("--shard-size", type=int, default=4096, help="records a shard")
     parser.add_argument("--batch-size", type=int, default=64, help="teacher batch size")
     parser.add_argument("--max-per-source", type=int, default=None, help="texts taken from each file at most")
+    parser.add_argument(
+        "--skip-per-source", type=int, default=0, help="skip the first texts of each file (to extend an earlier set)"
+    )
     parser.add_argument("--max-texts", type=int, default=None, help="texts taken in all at most")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: this process's accelerator)")
 
@@ -127,9 +130,11 @@ def _targets_build(args) -> int:
             corpus_description={
                 "sources": args.corpus,
                 "max_per_source": args.max_per_source,
+                "skip_per_source": args.skip_per_source,
                 "max_texts": args.max_texts,
             },
             max_per_source=args.max_per_source,
+            skip_per_source=args.skip_per_source,
             max_records=args.max_texts,
         )
         if count > 1:

@@ -76,6 +76,7 @@ def iter_records(
     title_field: str | None = "title",
     max_per_source: int | None = None,
     max_records: int | None = None,
+    skip_per_source: int = 0,
 ) -> Iterator[Record]:
     """Records of any supported corpus.
 
@@ -83,20 +84,27 @@ def iter_records(
         source: a jsonl path, a folder of jsonl files, a list of paths, a `datasets` dataset
             (map-style or iterable), or an iterable of strings.
         max_per_source: take at most this many records from each file (balances a mix of sources).
+        skip_per_source: first skip this many records of each file (to add the next texts of the same sources
+            to an earlier set: ``skip_per_source=15000`` continues one made with ``max_per_source=15000``).
         max_records: stop after this many records in all.
     """
-    stream = _records(source, text_field, title_field, max_per_source)
+    if skip_per_source < 0:
+        raise ValueError(f"skip_per_source must not be negative, got {skip_per_source}")
+    stream = _records(source, text_field, title_field, max_per_source, skip_per_source)
     return itertools.islice(stream, max_records) if max_records is not None else stream
 
 
-def _records(source, text_field: str, title_field: str | None, max_per_source: int | None) -> Iterator[Record]:
+def _records(
+    source, text_field: str, title_field: str | None, max_per_source: int | None, skip: int
+) -> Iterator[Record]:
+    stop = None if max_per_source is None else skip + max_per_source
     if _names_files(source):
         for path in expand_paths(source):
-            yield from itertools.islice(read_jsonl(path, text_field, title_field), max_per_source)
+            yield from itertools.islice(read_jsonl(path, text_field, title_field), skip, stop)
         return
     if _is_hf_dataset(source):
-        rows = itertools.islice(iter(source), max_per_source)
-        for number, row in enumerate(rows):
+        rows = itertools.islice(iter(source), skip, stop)
+        for number, row in enumerate(rows, start=skip):
             record_id = row.get("_id", row.get("id"))
             yield {
                 "id": str(record_id) if record_id is not None else str(number),
@@ -104,7 +112,7 @@ def _records(source, text_field: str, title_field: str | None, max_per_source: i
             }
         return
     if isinstance(source, Iterable):
-        for number, text in enumerate(itertools.islice(source, max_per_source)):
+        for number, text in enumerate(itertools.islice(source, skip, stop), start=skip):
             if not isinstance(text, str):
                 raise TypeError(f"corpus item {number} is {type(text).__name__}, not a string")
             yield {"id": str(number), "text": text}

@@ -22,6 +22,17 @@ def test_max_per_source_balances_files(shared_data):
     assert len(ids) == 10 and len(set(ids)) == 10
 
 
+def test_skip_per_source_continues_an_earlier_selection(shared_data):
+    files = [shared_data / "train" / "msmarco_queries.jsonl", shared_data / "train" / "senteval_sentences.jsonl"]
+    first = list(iter_records(files, max_per_source=5))
+    more = list(iter_records(files, max_per_source=3, skip_per_source=5))
+    both = list(iter_records(files, max_per_source=8))
+    assert first[:5] + more[:3] + first[5:] + more[3:] == both
+    assert [r["text"] for r in iter_records(["a", "b", "c"], skip_per_source=1)] == ["b", "c"]
+    with pytest.raises(ValueError, match="skip_per_source"):
+        list(iter_records(files, skip_per_source=-1))
+
+
 def test_datasets_and_plain_lists_are_read():
     from datasets import Dataset
 
