@@ -50,9 +50,10 @@ targets-more:  ## the next 25,000 texts of each source (configs/minilm-large.yam
 train:
 	$(PYTHON) train.py --config $(CONFIG)
 
-speed:  ## tokenizer throughput and student forward latency on DL 2019 passages
-	$(PYTHON) -m benchmarks.speed --vocab $(VOCAB) --corpus $(DATA)/msmarco-passage-dl19/corpus.jsonl \
-		--queries $(DATA)/train/msmarco_queries.jsonl --out results/speed
+speed:  ## throughput, latency, memory, size: teacher vs student (float32/int8/bfloat16) vs model2vec
+	OMP_WAIT_POLICY=PASSIVE $(PYTHON) -m benchmarks.speed --model $(WORK)/run-$(TEACHER_NAME)/best --teacher $(TEACHER) \
+		--queries $(DATA)/train/msmarco_queries.jsonl --corpus $(DATA)/msmarco-passage-dl19/corpus.jsonl \
+		--distill-model2vec --threads 1 all --out results/speed
 
 clean:
 	rm -rf results .pytest_cache

@@ -1,264 +1,945 @@
-"""Speed of the student: tokenizer throughput and model forward latency, measured on real text.
+"""Speed of the teacher, the student and baselines, end to end from raw text, measured side by side.
 
-    python -m benchmarks.speed --vocab VOCAB_DIR --corpus corpus.jsonl --out results/speed
-    python -m benchmarks.speed --model MODEL_DIR --corpus corpus.jsonl --queries queries.jsonl
+    python -m benchmarks.speed --model RUN/best --teacher TEACHER_DIR \\
+        --queries queries.jsonl --corpus corpus.jsonl --distill-model2vec --threads 1 all --out results/speed
 
-Reports texts/s of the tokenizer (text → padded bag tensors) and the latency of the model's forward
-pass on batches of passages, median over repeats, with the machine it ran on. Then the production
-path, :class:`~bertapprox_hf.inference.Encoder` (precomputed tables), for each precision with its
-cache off: texts/s end to end from raw text, single-text latency percentiles, where a batch's time
-goes (tokenize / pool / ρ) and the mean cosine to the float32 output. ``--teacher`` adds the
-teacher's own throughput for comparison. Writes ``speed.json`` and ``speed.md`` into ``--out``.
+Every system encodes the same texts (tokenization included, caches off) in one process, each through
+its own ``encode(texts, batch_size=...)`` (the teacher sorts texts by length before batching, as
+sentence-transformers does):
+
+* throughput, texts/s at batch 64 and 256, for short queries and for passages. Each repeat runs every
+  system once over the same batch list, in a rotated order; the figure is the median over repeats.
+  A system faster than ``--min-time`` per pass goes over the list again until it has run that long.
+* latency at batch 1 (one text per call): p50/p95/p99 over all single-text calls of all repeats
+  (interleaved the same way).
+* ratios: a system's median texts/s over the teacher's (same texts, batch, threads and device).
+* all of it at each ``--threads`` setting: torch threads, and for 1 thread the Rust tokenizers'
+  parallelism switched off (``TOKENIZERS_PARALLELISM=false``), so the whole pipeline uses one core.
+* peak memory: each system in a fresh subprocess that imports the same libraries, resets the
+  kernel's peak-RSS mark (``/proc/self/clear_refs``), loads the system and encodes the query and
+  passage samples at the largest batch size; the figure is peak RSS (``VmHWM``) minus RSS before
+  loading. On CUDA also ``torch.cuda.max_memory_allocated``.
+* size on disk: the files of the system's folder that loading uses (weights, tokenizer, config,
+  code), and the weights alone.
+* for the student's ``Encoder`` systems: where a batch's time goes (tokenize / pool / ρ) and the
+  mean cosine of each precision's output to float32.
+
+With a GPU (``torch.cuda.is_available()``) the systems that support it are also timed on ``cuda``
+(with ``torch.cuda.synchronize()`` around every timed call), once, with all CPU threads; model2vec stays on CPU.
+
+Writes ``speed.json`` (machine, settings, every measurement), ``speed.md`` (tables) and
+``speed.png`` (speed-up over the teacher, log scale) into ``--out``. Adding a system is one entry of
+:data:`SYSTEMS`: a loader ``(sources, device) -> object with encode(texts, batch_size=...)`` and the
+source folder it reads.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import math
 import os
-import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
-import torch
 
-from bertapprox_hf.corpus import iter_texts
-
-ENCODER_DTYPES = ("float32", "float16", "bfloat16", "int8")
-
-
-def machine() -> dict:
-    """What the figures were measured on."""
-    cpu = platform.processor() or platform.machine()
-    if os.path.isfile("/proc/cpuinfo"):
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    return {
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
+BATCH_SIZES = (64, 256)
+SPEEDUP_BATCH_SIZE = 64  # the batch size of the returned "speedup" figures
+BASELINE = "teacher"
+SETS = ("queries", "passages")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# Files a system folder holds that loading it does not read: they do not count in its size on disk.
+NOT_LOADED = {"README.md", "training.json", "data_config.json", ".gitattributes"}
+NOT_LOADED_DIRS = {"onnx", "openvino", ".git", "__pycache__"}  # alternative exports shipped beside the weights
+# Read when the libraries start, so recorded with the figures (OMP_WAIT_POLICY=PASSIVE matters on a busy CPU).
+ENVIRONMENT = (
+    "OMP_NUM_THREADS",
+    "OMP_WAIT_POLICY",
+    "MKL_NUM_THREADS",
+    "TOKENIZERS_PARALLELISM",
+    "CUDA_VISIBLE_DEVICES",
+)
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx", ".npy")
 
 
-def timed(function, repeats: int) -> list[float]:
-    """Wall-clock seconds of ``repeats`` calls (after one warm-up call)."""
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return times
+class TextEncoder(Protocol):
+    """What a system's loader returns."""
+
+    def encode(self, texts: list[str], batch_size: int = ...) -> Any: ...
 
 
-def load_student(args):
-    if args.model:
-        from bertapprox_hf import BertApproxModel
-
-        return BertApproxModel.from_pretrained(args.model)
-    from bertapprox_hf.student import create_student
-    from bertapprox_hf.vocabulary import Vocabulary
-
-    return create_student(Vocabulary.load(args.vocab))
+Loader = Callable[[dict[str, str], str], TextEncoder]
 
 
-def perturb(model, noise: float, seed: int = 0) -> None:
-    """Add Gaussian noise to the trainable weights: an untrained student looks trained (for cosines)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.requires_grad:
-                param.add_(torch.randn(param.shape, generator=generator) * noise)
+@dataclass(frozen=True)
+class System:
+    """A system to time: how to load it, which source folder it reads, where it can run."""
+
+    load: Loader  # (sources, device) -> encoder; sources maps "teacher", "model", "model2vec", ... to paths
+    source: str  # the key of its folder in sources (its size on disk); the system runs when it is given
+    devices: tuple[str, ...] = ("cpu", "cuda")
 
 
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q))
+def load_teacher(sources: dict[str, str], device: str) -> TextEncoder:
+    """The transformers teacher (its own tokenizer, batches formed by length, as in training)."""
+    from bertapprox_hf.teacher import Teacher
+
+    return Teacher.from_pretrained(sources["teacher"], device=device)
 
 
-def measure_encoder(
-    model, sets: dict[str, list[str]], batch_size: int, repeats: int, latency_texts: int, dtypes=ENCODER_DTYPES
-) -> list[dict]:
-    """The Encoder fast path per precision and text set, cache off."""
+def load_student(sources: dict[str, str], device: str, dtype: str = "float32") -> TextEncoder:
+    """The production fast path, cache off."""
     from bertapprox_hf.inference import Encoder
 
-    rows, reference = [], {}
-    for dtype in dtypes:
-        start = time.perf_counter()
-        encoder = Encoder.from_pretrained(model, dtype=dtype, cache_size=0)
-        load_s = time.perf_counter() - start
-        for name, texts in sets.items():
-            end_to_end = timed(lambda e=encoder, t=texts: e.encode(t, batch_size=batch_size), repeats)
-            latencies = []
-            for text in texts[:latency_texts]:
+    return Encoder.from_pretrained(sources["model"], device=device, dtype=dtype, cache_size=0)
+
+
+class Model2VecEncoder:
+    """A ``model2vec.StaticModel`` behind ``encode(texts, batch_size)`` (one process, no multiprocessing)."""
+
+    def __init__(self, path: str) -> None:
+        from model2vec import StaticModel
+
+        self.model = StaticModel.from_pretrained(path)
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        return self.model.encode(texts, batch_size=batch_size, use_multiprocessing=False)
+
+
+def load_model2vec(sources: dict[str, str], device: str) -> TextEncoder:
+    return Model2VecEncoder(sources["model2vec"])
+
+
+class OnnxAtTorchThreads:
+    """An ONNX Runtime session per torch thread count (ONNX Runtime fixes its threads when a session starts)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.sessions: dict[int, TextEncoder] = {}
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        import torch
+
+        from bertapprox_hf.export import OnnxEncoder
+
+        threads = torch.get_num_threads()
+        if threads not in self.sessions:
+            self.sessions[threads] = OnnxEncoder.from_pretrained(self.folder, num_threads=threads)
+        return self.sessions[threads].encode(texts, batch_size=batch_size)
+
+
+def load_onnx(sources: dict[str, str], device: str) -> TextEncoder:
+    """The student exported by ``bertapprox export onnx``, on ONNX Runtime's CPU provider."""
+    encoder = OnnxAtTorchThreads(sources["onnx"])
+    encoder.encode(["warm up"])
+    return encoder
+
+
+SYSTEMS: dict[str, System] = {
+    "teacher": System(load_teacher, "teacher"),
+    "student": System(partial(load_student, dtype="float32"), "model"),
+    "student-int8": System(partial(load_student, dtype="int8"), "model"),
+    "student-bfloat16": System(partial(load_student, dtype="bfloat16"), "model"),
+    "model2vec": System(load_model2vec, "model2vec", devices=("cpu",)),
+    "student-onnx": System(load_onnx, "onnx", devices=("cpu",)),
+}
+
+
+# --- inputs ----------------------------------------------------------------------------------------
+def _distinct(texts: Iterator[str]) -> Iterator[str]:
+    seen: set[str] = set()
+    for text in texts:
+        if text.strip() and text not in seen:
+            seen.add(text)
+            yield text
+
+
+def read_texts(path: str, limit: int, what: str) -> list[str]:
+    """The first ``limit`` distinct non-blank texts of a jsonl corpus; a clear error when there are none."""
+    from bertapprox_hf.corpus import iter_texts
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} file not found: {path}")
+    sample = list(itertools.islice(_distinct(iter_texts(path)), limit))
+    if not sample:
+        raise ValueError(f"no texts in the {what} file {path}")
+    return sample
+
+
+def check_folder(path: str, what: str, needs: str = "config.json") -> str:
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{what} folder not found: {path}")
+    if not os.path.isfile(os.path.join(path, needs)):
+        raise FileNotFoundError(f"{what} folder {path} has no {needs}: not a saved model")
+    return path
+
+
+def disk_size(folder: str) -> dict[str, float]:
+    """MB of the files loading reads (weights, tokenizer, config, code) and of the weights alone."""
+    total = weights = 0
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if d not in NOT_LOADED_DIRS]
+        for name in files:
+            if name in NOT_LOADED or name.endswith(".md"):
+                continue
+            size = os.path.getsize(os.path.join(root, name))
+            total += size
+            weights += size if name.endswith(WEIGHT_SUFFIXES) else 0
+    return {"disk_mb": total / 2**20, "weights_mb": weights / 2**20}
+
+
+# --- threads and devices ----------------------------------------------------------------------------
+def thread_count(setting: str) -> int:
+    from benchmarks.machine import usable_cores
+
+    return usable_cores() if setting == "all" else int(setting)
+
+
+class ThreadSetting:
+    """``with ThreadSetting(n):`` torch threads = n; for n == 1 also no Rust-tokenizer parallelism."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+
+    def __enter__(self) -> ThreadSetting:
+        import torch
+
+        self._torch, self._env = torch.get_num_threads(), os.environ.get("TOKENIZERS_PARALLELISM")
+        torch.set_num_threads(self.threads)
+        if self.threads == 1:
+            os.environ["TOKENIZERS_PARALLELISM"] = "false"  # read by tokenizers at each batch call
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        import torch
+
+        torch.set_num_threads(self._torch)
+        if self._env is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = self._env
+
+
+def load_average() -> float | None:
+    """The machine's 1-minute load average (runnable processes): other jobs sharing the CPU show here."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def synchronizer(device: str) -> Callable[[], None]:
+    """Waits for queued GPU work (nothing on CPU): call before starting and before stopping a clock."""
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.synchronize
+    return lambda: None
+
+
+# --- timing ------------------------------------------------------------------------------------------
+def rotated(names: Sequence[str], repeat: int) -> list[str]:
+    """``names`` starting at position ``repeat`` (mod len): each system takes each slot in turn."""
+    k = repeat % len(names)
+    return list(names[k:]) + list(names[:k])
+
+
+def timed_passes(encoder: TextEncoder, texts: list[str], batch_size: int, min_time: float, sync) -> tuple[float, int]:
+    """Seconds per pass over ``texts`` and the passes made: passes repeat until ``min_time`` has elapsed."""
+    passes = 0
+    sync()
+    start = time.perf_counter()
+    while True:
+        encoder.encode(texts, batch_size=batch_size)
+        passes += 1
+        sync()
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_time:
+            return elapsed / passes, passes
+
+
+def measure_throughput(
+    encoders: dict[str, TextEncoder],
+    texts: list[str],
+    batch_size: int,
+    repeats: int,
+    min_time: float,
+    sync,
+    desc: str = "",
+) -> tuple[dict[str, list[float]], dict[str, list[int]]]:
+    """Seconds per pass of each system over ``texts`` in each repeat, interleaved; and the passes per run.
+
+    One untimed warm-up batch per system first. A run lasts at least ``min_time`` seconds: fast
+    systems make several passes over the list (their mean is the run's figure), slow ones one.
+    """
+    from tqdm.auto import tqdm
+
+    for encoder in encoders.values():
+        encoder.encode(texts[:batch_size], batch_size=batch_size)  # lazy initialisation, allocator, library caches
+    seconds: dict[str, list[float]] = {name: [] for name in encoders}
+    passes: dict[str, list[int]] = {name: [] for name in encoders}
+    for repeat in tqdm(range(repeats), desc=desc, leave=False):
+        for name in rotated(list(encoders), repeat):
+            per_pass, count = timed_passes(encoders[name], texts, batch_size, min_time, sync)
+            seconds[name].append(per_pass)
+            passes[name].append(count)
+    return seconds, passes
+
+
+def measure_latency(
+    encoders: dict[str, TextEncoder], texts: list[str], repeats: int, sync, desc: str = ""
+) -> dict[str, list[float]]:
+    """Milliseconds of each single-text call (batch 1) of each system, interleaved over repeats."""
+    from tqdm.auto import tqdm
+
+    for encoder in encoders.values():
+        encoder.encode(texts[:1], batch_size=1)
+    calls: dict[str, list[float]] = {name: [] for name in encoders}
+    for repeat in tqdm(range(repeats), desc=desc, leave=False):
+        for name in rotated(list(encoders), repeat):
+            encoder, out = encoders[name], calls[name]
+            for text in texts:
+                sync()
                 start = time.perf_counter()
-                encoder.encode(text)
-                latencies.append(1000 * (time.perf_counter() - start))
-            output = encoder.encode(texts, batch_size=batch_size)
-            reference.setdefault(name, output)
-            cosine = (output * reference[name]).sum(1) / (
-                np.linalg.norm(output, axis=1) * np.linalg.norm(reference[name], axis=1) + 1e-30
-            )
-            rows.append(
-                {
-                    "set": name,
-                    "dtype": dtype,
-                    "rho": encoder.rho_dtype,
-                    "texts_per_s": round(len(texts) / statistics.median(end_to_end)),
-                    "p50_ms": round(percentile(latencies, 50), 3),
-                    "p95_ms": round(percentile(latencies, 95), 3),
-                    "p99_ms": round(percentile(latencies, 99), 3),
-                    **profile_encoder(encoder, texts, batch_size, repeats),
-                    "mean_cosine_to_float32": round(float(cosine.mean()), 6),
-                    "load_s": round(load_s, 2),
-                }
-            )
-    return rows
+                encoder.encode([text], batch_size=1)
+                sync()
+                out.append(1000 * (time.perf_counter() - start))
+    return calls
 
 
-def profile_encoder(encoder, texts: list[str], batch_size: int, repeats: int) -> dict:
-    """Milliseconds per batch in tokenization, pooling (tensors, softmax, bag sums) and ρ."""
+def percentiles(values: list[float]) -> dict[str, float]:
+    p50, p95, p99 = np.percentile(np.asarray(values), [50, 95, 99])
+    return {"p50_ms": float(p50), "p95_ms": float(p95), "p99_ms": float(p99)}
+
+
+def profile_stages(encoder, texts: list[str], batch_size: int, repeats: int) -> dict[str, float]:
+    """Milliseconds per batch of an ``Encoder`` (CPU) in tokenization, pooling (softmax, bag sums) and ρ."""
+    import torch
+
     tokenizer, limit = encoder.tokenizer, encoder.max_bag_size
     batches = [texts[i : i + batch_size] for i in range(0, len(texts), batch_size)]
     bags = [tokenizer.encode_bags(batch, limit) for batch in batches]
 
     def pooled(bag_batch):
         lengths = torch.tensor([len(b) for b in bag_batch])
-        flat = torch.tensor([i for b in bag_batch for i in b], dtype=torch.long)
+        flat = torch.tensor(list(itertools.chain.from_iterable(bag_batch)), dtype=torch.long)
         return encoder._pool(flat.to(encoder.device), lengths.to(encoder.device))
+
+    def median_seconds(function) -> float:
+        function()
+        runs = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            function()
+            runs.append(time.perf_counter() - start)
+        return statistics.median(runs)
 
     with torch.inference_mode():
         pooled_batches = [pooled(b) for b in bags]
-        tokenize = timed(lambda: [tokenizer.encode_bags(batch, limit) for batch in batches], repeats)
-        pool = timed(lambda: [pooled(b) for b in bags], repeats)
-        rho = timed(lambda: [encoder._rho(p) for p in pooled_batches], repeats)
+        tokenize = median_seconds(lambda: [tokenizer.encode_bags(batch, limit) for batch in batches])
+        pool = median_seconds(lambda: [pooled(b) for b in bags])
+        rho = median_seconds(lambda: [encoder._rho(p) for p in pooled_batches])
     per_batch = 1000 / len(batches)
-    return {
-        "tokenize_ms": round(statistics.median(tokenize) * per_batch, 3),
-        "pool_ms": round(statistics.median(pool) * per_batch, 3),
-        "rho_ms": round(statistics.median(rho) * per_batch, 3),
+    return {"tokenize_ms": tokenize * per_batch, "pool_ms": pool * per_batch, "rho_ms": rho * per_batch}
+
+
+def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return float(((a * b).sum(1) / np.maximum(norms, 1e-30)).mean())
+
+
+def is_encoder(obj: object) -> bool:
+    from bertapprox_hf.inference import Encoder
+
+    return isinstance(obj, Encoder)
+
+
+# --- peak memory in a fresh process -----------------------------------------------------------------
+def _status_mb(field: str) -> float | None:
+    try:
+        with open("/proc/self/status", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def memory_probe(request: dict) -> dict:
+    """In a fresh interpreter: RSS before loading, then peak RSS while loading the system and encoding."""
+    import resource
+
+    import torch
+
+    import bertapprox_hf.inference  # noqa: F401  (the same libraries in every probe, imported before the baseline)
+    import bertapprox_hf.teacher  # noqa: F401
+
+    try:
+        import model2vec  # noqa: F401
+    except ImportError:
+        pass
+    device = request["device"]
+    system = SYSTEMS[request["system"]]
+    if device.startswith("cuda"):  # the CUDA context (hundreds of MB of host memory) is not the system's
+        torch.zeros(1, device=device)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    try:  # reset the peak-RSS mark (Linux ≥ 4.0): the peak then excludes imports
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+            handle.write("5")
+        method = "VmHWM after clear_refs - VmRSS before loading"
+    except OSError:
+        method = "ru_maxrss - VmRSS before loading"
+    before = _status_mb("VmRSS") or 0.0
+    start = time.perf_counter()
+    encoder = system.load(request["sources"], device)
+    load_s = time.perf_counter() - start
+    loaded = _status_mb("VmRSS") or 0.0
+    for texts in request["texts"]:
+        encoder.encode(texts, batch_size=request["batch_size"])
+    peak = _status_mb("VmHWM") if method.startswith("VmHWM") else None
+    if peak is None:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
+    result = {
+        "rss_before_mb": before,
+        "rss_loaded_mb": loaded,
+        "peak_rss_mb": peak,
+        "peak_increase_mb": peak - before,
+        "load_s": load_s,
+        "method": method,
     }
+    if device.startswith("cuda"):
+        result["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return result
 
 
-def measure_teacher(path: str, sets: dict[str, list[str]], batch_size: int, limit: int) -> dict:
-    """The teacher's texts/s (one timed pass after a warm-up batch)."""
-    from bertapprox_hf.teacher import Teacher
+def _probe_main() -> None:
+    """Entry of the probe subprocess: a JSON request on stdin, the JSON result as the last stdout line."""
+    request = json.loads(sys.stdin.read())
+    import torch
 
-    teacher = Teacher.from_pretrained(path, device="cpu")
-    results = {}
-    for name, texts in sets.items():
-        texts = texts[:limit]
-        teacher.encode(texts[:batch_size], batch_size=batch_size)
+    torch.set_num_threads(request["threads"])
+    print(json.dumps(memory_probe(request)), flush=True)
+
+
+def measure_memory(name: str, sources: dict[str, str], device: str, texts: list[list[str]], batch_size: int) -> dict:
+    """Peak memory of one system, measured in a fresh subprocess (see :func:`memory_probe`)."""
+    from benchmarks.machine import usable_cores
+
+    request = {
+        "system": name,
+        "sources": sources,
+        "device": device,
+        "texts": texts,
+        "batch_size": batch_size,
+        "threads": usable_cores(),
+    }
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    code = "from benchmarks.speed import _probe_main; _probe_main()"
+    done = subprocess.run(
+        [sys.executable, "-c", code], input=json.dumps(request), capture_output=True, text=True, env=env, timeout=1800
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"memory probe of {name} on {device} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure_all_memory(
+    names: list[str], sources: dict[str, str], devices: list[str], texts: list[list[str]], args: argparse.Namespace
+) -> list[dict]:
+    """Peak memory of every system on every device, ``--memory-jobs`` probe processes at a time.
+
+    Each probe is its own process, so running several at once leaves each one's RSS figures unchanged.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [(name, device) for device in devices for name in names if device in SYSTEMS[name].devices]
+    print(f"peak memory: {len(jobs)} fresh processes, {args.memory_jobs} at a time", flush=True)
+    largest = max(args.batch_sizes)
+    with ThreadPoolExecutor(max_workers=max(1, args.memory_jobs)) as pool:
+        probes = pool.map(lambda job: measure_memory(job[0], sources, job[1], texts, largest), jobs)
+        return [
+            {"system": name, "device": device, **probe}
+            for (name, device), probe in zip(jobs, list(probes), strict=True)
+        ]
+
+
+# --- the run -------------------------------------------------------------------------------------------
+def run_device(
+    device: str,
+    names: list[str],
+    sources: dict[str, str],
+    sets: dict[str, list[str]],
+    thread_settings: list[str],
+    args: argparse.Namespace,
+) -> dict[str, list[dict]]:
+    """Every measurement on one device: throughput, latency, stage breakdown and precision rows."""
+    import torch
+
+    rows: dict[str, list[dict]] = {"throughput": [], "latency": [], "stages": [], "precision": [], "conditions": []}
+    sync = synchronizer(device)
+    names = [name for name in names if device.split(":")[0] in SYSTEMS[name].devices]
+    encoders, load_s = {}, {}
+    for name in names:
+        print(f"loading {name} on {device}", flush=True)
         start = time.perf_counter()
-        teacher.encode(texts, batch_size=batch_size)
-        results[name] = {"texts": len(texts), "texts_per_s": round(len(texts) / (time.perf_counter() - start))}
-    return results
+        encoders[name] = SYSTEMS[name].load(sources, device)
+        load_s[name] = time.perf_counter() - start
+    rows["load_s"] = [{"device": device, "system": name, "load_s": seconds} for name, seconds in load_s.items()]
+    if not device.startswith("cpu"):
+        thread_settings = ["all"]  # threads matter little on a GPU: time once, at all cores
+    for setting in thread_settings:
+        threads = thread_count(setting)
+        with ThreadSetting(threads):
+            where = {"device": device, "threads": threads}
+            print(f"{device}, {threads} torch thread(s): throughput and latency", flush=True)
+            load_before = load_average()
+            for set_name, texts in sets.items():
+                for batch_size in args.batch_sizes:
+                    desc = f"{device} t{threads} {set_name} b{batch_size}"
+                    seconds, passes = measure_throughput(
+                        encoders, texts, batch_size, args.repeats, args.min_time, sync, desc
+                    )
+                    speeds = {name: len(texts) / statistics.median(runs) for name, runs in seconds.items()}
+                    for name in encoders:
+                        rows["throughput"].append(
+                            {
+                                **where,
+                                "set": set_name,
+                                "batch_size": batch_size,
+                                "system": name,
+                                "texts": len(texts),
+                                "passes_per_run": passes[name],
+                                "seconds": seconds[name],
+                                "texts_per_s": speeds[name],
+                                "ratio": speeds[name] / speeds[BASELINE],
+                            }
+                        )
+                sample = texts[: args.latency_texts]
+                calls = measure_latency(encoders, sample, args.repeats, sync, f"{device} t{threads} {set_name} b1")
+                teacher_p50 = percentiles(calls[BASELINE])["p50_ms"]
+                for name, ms in calls.items():
+                    figures = percentiles(ms)
+                    rows["latency"].append(
+                        {
+                            **where,
+                            "set": set_name,
+                            "system": name,
+                            "calls": len(ms),
+                            **figures,
+                            "p50_ratio": teacher_p50 / figures["p50_ms"],
+                        }
+                    )
+                if device == "cpu":
+                    for name, encoder in encoders.items():
+                        if is_encoder(encoder):
+                            stage_ms = profile_stages(encoder, texts, SPEEDUP_BATCH_SIZE, args.repeats)
+                            rows["stages"].append(
+                                {**where, "set": set_name, "system": name, "batch_size": SPEEDUP_BATCH_SIZE, **stage_ms}
+                            )
+            rows["conditions"].append(
+                {**where, "load_average_before": load_before, "load_average_after": load_average()}
+            )
+    reference = encoders.get("student")
+    if reference is not None:
+        with torch.inference_mode():
+            for set_name, texts in sets.items():
+                expected = reference.encode(texts, batch_size=SPEEDUP_BATCH_SIZE)
+                for name, encoder in encoders.items():
+                    if name != "student" and is_encoder(encoder):
+                        cosine = mean_cosine(encoder.encode(texts, batch_size=SPEEDUP_BATCH_SIZE), expected)
+                        rows["precision"].append(
+                            {"device": device, "set": set_name, "system": name, "mean_cosine_to_float32": cosine}
+                        )
+    details = {name: {"rho_dtype": enc.rho_dtype} for name, enc in encoders.items() if is_encoder(enc)}
+    rows["details"] = [{"device": device, "system": name, **d} for name, d in details.items()]
+    return rows
 
 
-def measure(model, sets: dict[str, list[str]], batch_size: int, repeats: int) -> dict:
-    tokenizer = model.get_tokenizer()
-    model.eval()
-    results = {}
-    for name, texts in sets.items():
-        tokenize_times = timed(lambda texts=texts: tokenizer(texts, padding=True, return_tensors="pt"), repeats)
-        bags = tokenizer.encode_bags(texts)
-        batches = [texts[i : i + batch_size] for i in range(0, len(texts) - batch_size + 1, batch_size)]
-        encoded = [tokenizer(b, padding=True, return_tensors="pt") for b in batches]
+def speedups(throughput: list[dict], device: str, threads: int) -> dict[str, dict[str, float]]:
+    """{system: {set: ratio to the teacher}} at :data:`SPEEDUP_BATCH_SIZE`, for one device and thread count."""
+    out: dict[str, dict[str, float]] = {}
+    for row in throughput:
+        if row["device"] == device and row["threads"] == threads and row["batch_size"] == SPEEDUP_BATCH_SIZE:
+            out.setdefault(row["system"], {})[row["set"]] = row["ratio"]
+    return out
 
-        def forward(encoded=encoded):
-            with torch.inference_mode():
-                for batch in encoded:
-                    model(**batch)
 
-        forward_times = timed(forward, repeats)
-        end_to_end = timed(lambda texts=texts: model.encode(texts, batch_size=batch_size), repeats)
-        n = len(texts)
-        results[name] = {
-            "texts": n,
-            "mean_bag_size": round(sum(len(b) for b in bags) / n, 1),
-            "tokenizer_texts_per_s": round(n / statistics.median(tokenize_times)),
-            f"forward_ms_per_batch_{batch_size}": round(1000 * statistics.median(forward_times) / len(batches), 2),
-            "encode_texts_per_s": round(n / statistics.median(end_to_end)),
-        }
-    return results
+# --- output -------------------------------------------------------------------------------------------
+def _fmt(value: float | None, digits: int = 0) -> str:
+    if value is None or not math.isfinite(value):
+        return "—"
+    return f"{value:,.{digits}f}"
+
+
+def _ratio(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.2f}×" if value < 10 else f"{value:,.0f}×"
 
 
 def to_markdown(report: dict) -> str:
-    rows = report["results"]
-    keys = list(next(iter(rows.values())))
-    lines = ["| set | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    lines += [f"| {name} | " + " | ".join(str(v[k]) for k in keys) + " |" for name, v in rows.items()]
-    if report.get("encoder"):
-        keys = list(report["encoder"][0])
-        lines += ["", f"Encoder, cache off, batch {report['batch_size']} (ms are per batch; p50-p99: one text)", ""]
-        lines += ["| " + " | ".join(keys) + " |", "|---" * len(keys) + "|"]
-        lines += ["| " + " | ".join(str(row[k]) for k in keys) + " |" for row in report["encoder"]]
-    if report.get("teacher"):
-        lines.append("")
-        for name, row in report["teacher"].items():
-            line = f"teacher on {name}: {row['texts_per_s']} texts/s ({row['texts']} texts)"
-            best = max((r["texts_per_s"] for r in report.get("encoder", []) if r["set"] == name), default=0)
-            if best:
-                line += f"; fastest Encoder: {best / max(row['texts_per_s'], 1):.0f}x"
-            lines.append(line)
-    m = report["machine"]
-    lines.append(f"\n{m['cpu']}, {m['torch_threads']} torch threads, torch {m['torch']}")
+    """Tables: speed per device and thread count, then footprint, stage breakdown and precision."""
+    from benchmarks.machine import describe
+
+    settings = report["settings"]
+    lines = [f"# Speed: {', '.join(report['systems'])}", ""]
+    lines.append(
+        f"{describe(report['machine'])}. Samples: {settings['texts']['queries']} queries, "
+        f"{settings['texts']['passages']} passages (distinct texts), {settings['repeats']} interleaved repeats, "
+        f"median; end to end from raw text, caches off. Latency: one text per call, "
+        f"{settings['latency_texts']} texts × {settings['repeats']} repeats. Ratio: texts/s over the teacher's."
+    )
+    throughput, latency = report["throughput"], report["latency"]
+    groups = sorted({(r["device"], r["threads"]) for r in throughput}, key=lambda g: (g[0] != "cpu", g))
+    for device, threads in groups:
+
+        def speed(system, set_name, batch_size, key="texts_per_s", device=device, threads=threads):
+            for r in throughput:
+                match = (r["device"], r["threads"], r["system"], r["set"], r["batch_size"])
+                if match == (device, threads, system, set_name, batch_size):
+                    return r[key]
+            return None
+
+        def lat(system, set_name, device=device, threads=threads):
+            for r in latency:
+                if (r["device"], r["threads"], r["system"], r["set"]) == (device, threads, system, set_name):
+                    return "/".join(_fmt(r[k], 2) for k in ("p50_ms", "p95_ms", "p99_ms"))
+            return "—"
+
+        b_small, b_large = SPEEDUP_BATCH_SIZE, max(settings["batch_sizes"])
+        lines += ["", f"## {device}, {threads} torch thread{'s' if threads > 1 else ''}", ""]
+        for c in report["conditions"]:
+            if (c["device"], c["threads"]) == (device, threads) and c["load_average_before"] is not None:
+                cores = report["machine"]["usable_cores"]
+                busy = max(c["load_average_before"], c["load_average_after"]) > cores
+                note = "."
+                if busy:
+                    note = ": other jobs oversubscribed the CPU, so figures are pessimistic"
+                    spinning = (report["settings"]["environment"].get("OMP_WAIT_POLICY") or "").upper() != "PASSIVE"
+                    note += (
+                        " (at several threads OpenMP's spin-waiting makes it far worse; OMP_WAIT_POLICY=PASSIVE helps)."
+                        if spinning and threads > 1
+                        else "."
+                    )
+                lines += [
+                    f"Load average (1 min) before / after: {c['load_average_before']:.1f} / "
+                    f"{c['load_average_after']:.1f} on {cores} cores{note}",
+                    "",
+                ]
+        lines.append(
+            f"| system | queries/s b{b_small} | queries/s b{b_large} | passages/s b{b_small} | "
+            f"passages/s b{b_large} | query ms p50/p95/p99 | passage ms p50/p95/p99 | "
+            f"ratio queries b{b_small} / b{b_large} | ratio passages b{b_small} / b{b_large} |"
+        )
+        lines.append("|---" * 9 + "|")
+        for system in report["systems"]:
+            if speed(system, "queries", b_small) is None:
+                continue
+            cells = [_fmt(speed(system, s, b)) for s in SETS for b in (b_small, b_large)]
+            cells += [lat(system, s) for s in SETS]
+            cells += [
+                f"{_ratio(speed(system, s, b_small, 'ratio'))} / {_ratio(speed(system, s, b_large, 'ratio'))}"
+                for s in SETS
+            ]
+            lines.append(f"| {system} | " + " | ".join(cells) + " |")
+    lines += ["", "## Footprint", ""]
+    lines.append(
+        "| system | device | disk MB (loaded files) | weights MB | peak RSS increase MB | RSS after load MB | load s |"
+    )
+    lines.append("|---" * 7 + "|")
+    for row in report["memory"]:
+        info = report["systems"][row["system"]]
+        cuda = f" (CUDA {row['cuda_peak_mb']:.0f})" if "cuda_peak_mb" in row else ""
+        lines.append(
+            f"| {row['system']} | {row['device']} | {_fmt(info['disk_mb'], 1)} | {_fmt(info['weights_mb'], 1)} | "
+            f"{_fmt(row['peak_increase_mb'])}{cuda} | {_fmt(row['rss_loaded_mb'] - row['rss_before_mb'])} | "
+            f"{_fmt(row['load_s'], 2)} |"
+        )
+    if report["memory"]:
+        lines.append(
+            f"\nPeak memory: a fresh process per system ({report['memory'][0]['method']}), loading it and encoding "
+            f"both samples at batch {max(settings['batch_sizes'])}. The student's precisions share one folder "
+            "(quantized when loaded)."
+        )
+    if report["stages"]:
+        lines += ["", f"## Where a student batch goes (batch {SPEEDUP_BATCH_SIZE}, ms per batch)", ""]
+        lines += ["| system | device | threads | set | tokenize | pool | ρ |", "|---" * 7 + "|"]
+        for r in report["stages"]:
+            lines.append(
+                f"| {r['system']} | {r['device']} | {r['threads']} | {r['set']} | {_fmt(r['tokenize_ms'], 3)} | "
+                f"{_fmt(r['pool_ms'], 3)} | {_fmt(r['rho_ms'], 3)} |"
+            )
+    if report["precision"]:
+        lines += ["", "## Precision: mean cosine to the float32 student", ""]
+        lines += ["| system | device | set | mean cosine | ρ runs in |", "|---" * 5 + "|"]
+        for r in report["precision"]:
+            rho = report["systems"][r["system"]].get("rho_dtype", "—")
+            lines.append(f"| {r['system']} | {r['device']} | {r['set']} | {r['mean_cosine_to_float32']:.6f} | {rho} |")
+    basis = report["speedup_basis"]
+    lines.append(
+        f"\n`speedup` (returned and in speed.json): ratio at batch {basis['batch_size']}, {basis['device']}, "
+        f"{basis['threads']} torch thread(s)."
+    )
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=__doc__.split("\n\n")[0])
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="saved student folder")
-    source.add_argument("--vocab", help="vocabulary folder (an untrained student costs the same)")
+def plot(report: dict, path: str) -> bool:
+    """Bar chart of the speed-up over the teacher (batch 64, log scale) per system, set and thread count."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no speed.png", file=sys.stderr)
+        return False
+    rows = [r for r in report["throughput"] if r["batch_size"] == SPEEDUP_BATCH_SIZE and r["system"] != BASELINE]
+    systems = [s for s in report["systems"] if any(r["system"] == s for r in rows)]
+    series = sorted({(r["device"], r["threads"], r["set"]) for r in rows}, key=lambda k: (k[0] != "cpu", k))
+    if not systems or not series:
+        return False
+    fig, ax = plt.subplots(figsize=(max(8.0, 1.6 * len(systems) + 4), 4.5))
+    width = 0.8 / len(series)
+    for k, (device, threads, set_name) in enumerate(series):
+        ratios = {
+            r["system"]: r["ratio"]
+            for r in rows
+            if (r["device"], r["threads"], r["set"]) == (device, threads, set_name)
+        }
+        xs = [i + (k - (len(series) - 1) / 2) * width for i in range(len(systems))]
+        heights = [ratios.get(s, float("nan")) for s in systems]
+        bars = ax.bar(xs, heights, width, label=f"{set_name}, {device}, {threads} thread{'s' if threads > 1 else ''}")
+        ax.bar_label(bars, labels=[_ratio(h) if math.isfinite(h) else "" for h in heights], fontsize=7, rotation=90)
+    ax.set_yscale("log")
+    finite = [r["ratio"] for r in rows if math.isfinite(r["ratio"]) and r["ratio"] > 0]
+    ax.set_ylim(min(0.8, min(finite) / 1.5), max(finite) * 4)  # room for the labels above the bars
+    ax.axhline(1.0, color="gray", linewidth=0.8)
+    ax.set_xticks(range(len(systems)), systems)
+    ax.set_ylabel("speed-up over the teacher (texts/s ratio)")
+    ax.set_title(f"End-to-end throughput at batch {SPEEDUP_BATCH_SIZE} vs the teacher")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+# --- command line -------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.speed",
+        description="Throughput, latency, memory and size of the teacher, the student and baselines, side by side.",
+    )
+    student = parser.add_mutually_exclusive_group(required=True)
+    student.add_argument("--model", help="saved student folder")
+    student.add_argument("--vocab", help="vocabulary folder: time an untrained student of it (costs the same)")
+    parser.add_argument("--teacher", required=True, help="teacher folder (the baseline of every ratio)")
+    parser.add_argument("--queries", required=True, help="short texts (jsonl)")
     parser.add_argument("--corpus", required=True, help="passages (jsonl)")
-    parser.add_argument("--queries", help="short texts (jsonl), measured separately")
-    parser.add_argument("--limit", type=int, default=2048, help="texts of each kind")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
-    parser.add_argument("--out", default="results/speed")
-    parser.add_argument("--dtypes", default=",".join(ENCODER_DTYPES), help="Encoder precisions ('' skips)")
-    parser.add_argument("--latency-texts", type=int, default=500, help="texts timed one at a time")
-    parser.add_argument("--noise", type=float, default=0.0, help="perturb trainable weights (an untrained student)")
-    parser.add_argument("--teacher", help="teacher folder: measure its throughput too")
-    parser.add_argument("--teacher-limit", type=int, default=512, help="texts of each kind for the teacher")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model = load_student(args)
-    if args.noise:
-        perturb(model, args.noise)
-    sets = {"passages": list(iter_texts(args.corpus, max_records=args.limit))}
-    if args.queries:
-        sets["queries"] = list(iter_texts(args.queries, max_records=args.limit))
-    report = {
-        "machine": machine(),
-        "model": args.model or f"untrained student of {args.vocab}",
-        "trainable_parameters": model.num_parameters(only_trainable=True),
-        "noise": args.noise,
-        "batch_size": args.batch_size,
-        "repeats": args.repeats,
-        "results": measure(model, sets, args.batch_size, args.repeats),
+    m2v = parser.add_mutually_exclusive_group()
+    m2v.add_argument("--model2vec", help="saved model2vec folder to time as a baseline")
+    m2v.add_argument(
+        "--distill-model2vec", action="store_true", help="distil model2vec from the teacher (PCA 256) if not cached"
+    )
+    parser.add_argument("--onnx", help="export folder of the student (bertapprox export onnx) to time on ONNX Runtime")
+    parser.add_argument("--model2vec-cache", help="folder of distilled model2vec models (default: $BERTAPPROX_WORK)")
+    parser.add_argument("--systems", help=f"comma-separated subset of {','.join(SYSTEMS)} (default: all available)")
+    parser.add_argument(
+        "--threads", nargs="+", default=["1", "all"], help="torch thread counts to measure at: numbers or 'all'"
+    )
+    parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats (default 3; --quick 2)")
+    parser.add_argument("--queries-limit", type=int, default=None, help="distinct queries (default 1024)")
+    parser.add_argument("--passages-limit", type=int, default=None, help="distinct passages (default 256)")
+    parser.add_argument("--latency-texts", type=int, default=None, help="texts per set timed one at a time (100)")
+    parser.add_argument("--min-time", type=float, default=None, help="seconds a timed run lasts at least (0.3)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES), help="throughput batches")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--memory-jobs", type=int, default=2, help="peak-memory subprocesses run at once (2)")
+    parser.add_argument("--no-plot", action="store_true", help="skip speed.png")
+    parser.add_argument("--quick", action="store_true", help="small samples and 2 repeats (CI, tests)")
+    parser.add_argument("--out", default="results/speed", help="folder for speed.json, speed.md and speed.png")
+    return parser
+
+
+def _settle_defaults(args: argparse.Namespace) -> None:
+    quick = {"repeats": 2, "queries_limit": 64, "passages_limit": 16, "latency_texts": 8, "min_time": 0.02}
+    full = {"repeats": 3, "queries_limit": 1024, "passages_limit": 256, "latency_texts": 100, "min_time": 0.3}
+    for key, value in (quick if args.quick else full).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    for key in ("repeats", "queries_limit", "passages_limit", "latency_texts"):
+        if getattr(args, key) < 1:
+            raise ValueError(f"--{key.replace('_', '-')} must be at least 1")
+    if any(b < 1 for b in args.batch_sizes) or SPEEDUP_BATCH_SIZE not in args.batch_sizes:
+        raise ValueError(f"--batch-sizes must be positive and include {SPEEDUP_BATCH_SIZE}")
+    for setting in args.threads:
+        if setting != "all" and not (setting.isdigit() and int(setting) >= 1):
+            raise ValueError(f"--threads takes positive numbers or 'all', got {setting!r}")
+
+
+def check_inputs(args: argparse.Namespace) -> None:
+    """Every given folder and file exists (cheap: before any library is imported)."""
+    check_folder(args.teacher, "teacher")
+    if args.model:
+        check_folder(args.model, "student")
+    elif not os.path.isdir(args.vocab):
+        raise FileNotFoundError(f"vocabulary folder not found: {args.vocab}")
+    if args.model2vec:
+        check_folder(args.model2vec, "model2vec")
+    if args.onnx:
+        check_folder(args.onnx, "ONNX export", needs="model.onnx")
+    for path, what in ((args.queries, "queries"), (args.corpus, "passages (--corpus)")):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{what} file not found: {path}")
+
+
+def resolve_sources(args: argparse.Namespace, scratch: str) -> dict[str, str]:
+    """Paths of every system's folder: an untrained student saved to ``scratch`` for ``--vocab``,
+    model2vec distilled (or found in the cache) for ``--distill-model2vec``."""
+    sources = {"teacher": args.teacher}
+    if args.model:
+        sources["model"] = args.model
+    else:
+        from bertapprox_hf.student import create_student
+        from bertapprox_hf.vocabulary import Vocabulary
+
+        sources["model"] = os.path.join(scratch, "untrained-student")
+        create_student(Vocabulary.load(args.vocab)).save_pretrained(sources["model"])
+    if args.onnx:
+        sources["onnx"] = args.onnx
+    if args.model2vec:
+        sources["model2vec"] = args.model2vec
+    elif args.distill_model2vec:
+        from benchmarks.model2vec_baseline import distilled_model2vec
+
+        print("model2vec: distilling from the teacher unless cached", flush=True)
+        sources["model2vec"] = distilled_model2vec(args.teacher, args.model2vec_cache)
+    return sources
+
+
+def select_systems(args: argparse.Namespace) -> list[str]:
+    """The systems to time: ``--systems`` (the teacher always joins) or all whose source was given."""
+    given = {"teacher", "model"} | ({"model2vec"} if args.model2vec or args.distill_model2vec else set())
+    given |= {"onnx"} if args.onnx else set()
+    available = [name for name, system in SYSTEMS.items() if system.source in given]
+    if not args.systems:
+        return available
+    names = list(dict.fromkeys(name.strip() for name in args.systems.split(",") if name.strip()))
+    unknown = [name for name in names if name not in SYSTEMS]
+    if unknown:
+        raise ValueError(f"unknown systems {unknown}; known: {', '.join(SYSTEMS)}")
+    missing = [name for name in names if name not in available]
+    if missing:
+        raise ValueError(f"systems {missing} need their source folder (--model2vec or --distill-model2vec?)")
+    if BASELINE not in names:
+        names.insert(0, BASELINE)  # every ratio is to the teacher
+    return names
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark; write speed.json, speed.md and speed.png; return the report.
+
+    The report holds ``machine``, ``settings``, ``systems`` (sizes), ``throughput``, ``latency``,
+    ``memory``, ``stages``, ``precision`` and ``speedup``: {system: {"queries", "passages"}}, each
+    system's texts/s over the teacher's at batch 64, on CPU, at the largest thread count measured
+    (all cores with the default ``--threads 1 all``); ``speedup_basis`` says which. With a GPU,
+    ``speedup_cuda`` holds the same on CUDA.
+    """
+    args = build_parser().parse_args(argv)
+    _settle_defaults(args)
+    check_inputs(args)
+    names = select_systems(args)
+    import torch
+
+    from benchmarks.machine import machine_info
+
+    sets = {
+        "queries": read_texts(args.queries, args.queries_limit, "queries"),
+        "passages": read_texts(args.corpus, args.passages_limit, "passages (--corpus)"),
     }
-    dtypes = [d for d in args.dtypes.split(",") if d]
-    if dtypes:
-        report["encoder"] = measure_encoder(model, sets, args.batch_size, args.repeats, args.latency_texts, dtypes)
-    if args.teacher:
-        report["teacher"] = measure_teacher(args.teacher, sets, args.batch_size, args.teacher_limit)
+    with tempfile.TemporaryDirectory(prefix="bertapprox-speed-") as scratch:
+        sources = resolve_sources(args, scratch)
+        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        thread_settings = list(dict.fromkeys(args.threads))
+        report: dict[str, Any] = {
+            "machine": machine_info(),
+            "settings": {
+                "texts": {name: len(texts) for name, texts in sets.items()},
+                "sources": {key: os.path.abspath(path) for key, path in sources.items()},
+                "untrained_student_of": args.vocab,
+                "batch_sizes": args.batch_sizes,
+                "repeats": args.repeats,
+                "latency_texts": args.latency_texts,
+                "min_time_s": args.min_time,
+                "threads": [thread_count(s) for s in thread_settings],
+                "devices": devices,
+                "quick": args.quick,
+                "statistic": "median over interleaved repeats (rotated order); latency percentiles over all calls",
+                "environment": {name: os.environ.get(name) for name in ENVIRONMENT},
+            },
+            "systems": {},
+            "throughput": [],
+            "latency": [],
+            "stages": [],
+            "precision": [],
+            "conditions": [],
+            "load": [],
+            "memory": [],
+        }
+        for name in names:
+            report["systems"][name] = {
+                "source": sources[SYSTEMS[name].source],
+                **disk_size(sources[SYSTEMS[name].source]),
+            }
+        for device in devices:
+            rows = run_device(device, names, sources, sets, thread_settings, args)
+            for key in ("throughput", "latency", "stages", "precision", "conditions"):
+                report[key] += rows[key]
+            report["load"] += rows["load_s"]
+            for detail in rows["details"]:
+                report["systems"][detail["system"]].setdefault("rho_dtype", {})[device] = detail["rho_dtype"]
+        if not args.no_memory:
+            report["memory"] = measure_all_memory(names, sources, devices, list(sets.values()), args)
+    for info in report["systems"].values():  # one precision name per system when it is the same on every device
+        if isinstance(info.get("rho_dtype"), dict) and len(set(info["rho_dtype"].values())) == 1:
+            info["rho_dtype"] = next(iter(info["rho_dtype"].values()))
+    basis_threads = max(report["settings"]["threads"])
+    report["speedup_basis"] = {"batch_size": SPEEDUP_BATCH_SIZE, "device": "cpu", "threads": basis_threads}
+    report["speedup"] = speedups(report["throughput"], "cpu", basis_threads)
+    report["speedup_by_threads"] = {
+        str(threads): speedups(report["throughput"], "cpu", threads) for threads in report["settings"]["threads"]
+    }
+    if "cuda" in devices:
+        report["speedup_cuda"] = speedups(report["throughput"], "cuda", thread_count("all"))
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "speed.json"), "w", encoding="utf-8") as handle:
         json.dump(report, handle, indent=1)
     markdown = to_markdown(report)
     with open(os.path.join(args.out, "speed.md"), "w", encoding="utf-8") as handle:
         handle.write(markdown)
+    if not args.no_plot:
+        plot(report, os.path.join(args.out, "speed.png"))
     print(markdown)
     return report
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
