@@ -1,14 +1,18 @@
-"""model2vec as a baseline: distil a static model from a teacher once, into a cache folder.
+"""model2vec as a baseline: distil a static model from a teacher once, into a cache folder, and encode with it.
 
 ``model2vec`` 0.10 is installed without its ``distill`` extra (which pins an old transformers);
-``skeletoken`` is what ``model2vec.distill`` needs (see ``shared/NOTES.md``).
+``skeletoken`` is what ``model2vec.distill`` needs (see ``shared/NOTES.md``). :class:`Model2VecEncoder` is
+the loaded model behind ``encode(texts, batch_size)``, as the quality benchmarks use it.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 
 def default_cache() -> Path:
@@ -36,3 +40,27 @@ def distilled_model2vec(teacher: str, cache_dir: str | os.PathLike | None = None
     shutil.rmtree(folder, ignore_errors=True)  # an incomplete folder from elsewhere
     partial.replace(folder)  # a complete folder or none: an interrupted run distils again
     return str(folder)
+
+
+class Model2VecEncoder:
+    """A ``model2vec.StaticModel`` behind ``encode(texts, batch_size)`` (one process, no multiprocessing)."""
+
+    similarity = "cosine"
+
+    def __init__(self, path: str) -> None:
+        try:
+            from model2vec import StaticModel
+        except ImportError as error:
+            raise ImportError("the model2vec baseline needs model2vec: pip install 'bertapprox-hf[bench]'") from error
+        self.path = path
+        self.model = StaticModel.from_pretrained(path)
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.dim)
+
+    def encode(self, texts: Sequence[str], batch_size: int = 1024, show_progress_bar: bool = False) -> np.ndarray:
+        rows = self.model.encode(
+            list(texts), batch_size=batch_size, use_multiprocessing=False, show_progress_bar=show_progress_bar
+        )
+        return np.asarray(rows, dtype=np.float32)

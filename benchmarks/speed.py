@@ -104,19 +104,9 @@ def load_student(sources: dict[str, str], device: str, dtype: str = "float32") -
     return Encoder.from_pretrained(sources["model"], device=device, dtype=dtype, cache_size=0)
 
 
-class Model2VecEncoder:
-    """A ``model2vec.StaticModel`` behind ``encode(texts, batch_size)`` (one process, no multiprocessing)."""
-
-    def __init__(self, path: str) -> None:
-        from model2vec import StaticModel
-
-        self.model = StaticModel.from_pretrained(path)
-
-    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        return self.model.encode(texts, batch_size=batch_size, use_multiprocessing=False)
-
-
 def load_model2vec(sources: dict[str, str], device: str) -> TextEncoder:
+    from benchmarks.model2vec_baseline import Model2VecEncoder
+
     return Model2VecEncoder(sources["model2vec"])
 
 

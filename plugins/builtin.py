@@ -1,7 +1,7 @@
-"""The plugins that ship with bertapprox: the Faiss and Pyserini indexers.
+"""The plugins that ship with bertapprox: the Faiss and Pyserini indexers, and the benchmarks.
 
-Their hooks import only the indexer modules, which import faiss / start Java only when an
-index is made or loaded, so listing plugins stays cheap.
+Their hooks import only the indexer modules (which import faiss / start Java only when an index is
+made or loaded) and the benchmark registry (no heavy import), so listing plugins stays cheap.
 """
 
 from __future__ import annotations
@@ -29,4 +29,21 @@ class PyseriniPlugin:
         return {PyseriniIndexer.name: PyseriniIndexer}
 
 
-BUILTIN_PLUGINS = {"faiss": FaissPlugin, "pyserini": PyseriniPlugin}
+class BenchmarksPlugin:
+    """``bench``: BEIR, TREC DL / MS MARCO, STS and fidelity benchmarks of the teacher, the student and the
+    baselines (``pip install 'bertapprox-hf[bench]'``; see :mod:`benchmarks.registry`)."""
+
+    @hookimpl
+    def bertapprox_benchmark_datasets(self) -> dict[str, str]:
+        from benchmarks.registry import descriptions
+
+        return descriptions()
+
+    @hookimpl
+    def bertapprox_run_benchmark(self, name: str, model, options: dict) -> dict | None:
+        from benchmarks.registry import run
+
+        return run(name, model, options)
+
+
+BUILTIN_PLUGINS = {"faiss": FaissPlugin, "pyserini": PyseriniPlugin, "bench": BenchmarksPlugin}
