@@ -14,8 +14,6 @@ import argparse
 
 from . import retrieval, systems
 from .datasets import load_beir_folder, relevance_threshold_of, resolve_beir, slice_data
-from .provenance import provenance
-from .reporting import markdown_table, write_results
 
 PROG = "python -m benchmarks.beir"
 
@@ -45,30 +43,7 @@ def main(argv: list[str] | None = None) -> dict:
     name = args.name or folder.name
     threshold = args.relevance_threshold or relevance_threshold_of(name)
     data = slice_data(load_beir_folder(folder, args.split, name, threshold), args.max_docs, args.max_queries)
-    if not data.queries:
-        raise ValueError(f"{folder}: no judged query is left to evaluate")
-    runs_dir = f"{args.out}/runs" if args.save_runs else None
-    rows, skipped = retrieval.evaluate(
-        data, compared, args.k, args.ignore_identical_ids, runs_dir, args.bm25_threads, args.timing_k
-    )
-    results = {
-        "benchmark": "beir",
-        "dataset": data.describe(),
-        "settings": {
-            "k": args.k,
-            "timing_k": args.timing_k,
-            "ignore_identical_ids": args.ignore_identical_ids,
-            "search": "exact (Faiss Flat, inner product; cosine on L2-normalized vectors)",
-            **compared.describe(),
-        },
-        "retrieval": rows,
-        "skipped": skipped,
-        **provenance(PROG, argv),
-    }
-    path = write_results(args.out, "beir", results)
-    print(markdown_table(retrieval.TABLE_HEADER, retrieval.table_rows(rows)))
-    print(f"wrote {path}")
-    return results
+    return retrieval.run_and_report("beir", PROG, argv, args, data, compared, args.ignore_identical_ids)
 
 
 if __name__ == "__main__":

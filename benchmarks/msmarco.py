@@ -16,8 +16,6 @@ from pathlib import Path
 
 from . import retrieval, systems
 from .datasets import SHARED_DATASETS, default_data_dir, load_beir_folder, load_msmarco_dev, slice_data
-from .provenance import provenance
-from .reporting import markdown_table, write_results
 
 PROG = "python -m benchmarks.msmarco"
 
@@ -61,28 +59,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     compared = systems.from_args(args, systems.systems_given(argv))
     data = load(args)
-    if not data.queries:
-        raise ValueError(f"{data.name}: no judged query is left to evaluate")
-    runs_dir = f"{args.out}/runs" if args.save_runs else None
-    rows, skipped = retrieval.evaluate(data, compared, args.k, False, runs_dir, args.bm25_threads, args.timing_k)
-    results = {
-        "benchmark": "msmarco",
-        "dataset": data.describe(),
-        "settings": {
-            "k": args.k,
-            "timing_k": args.timing_k,
-            "conventions": "nDCG@10 on graded labels; MRR@10 and recall count grade >= relevance_threshold",
-            "search": "exact (Faiss Flat, inner product; cosine on L2-normalized vectors)",
-            **compared.describe(),
-        },
-        "retrieval": rows,
-        "skipped": skipped,
-        **provenance(PROG, argv),
-    }
-    path = write_results(args.out, "msmarco", results)
-    print(markdown_table(retrieval.TABLE_HEADER, retrieval.table_rows(rows)))
-    print(f"wrote {path}")
-    return results
+    conventions = "nDCG@10 on graded labels; MRR@10 and recall count grade >= relevance_threshold"
+    return retrieval.run_and_report("msmarco", PROG, argv, args, data, compared, conventions=conventions)
 
 
 if __name__ == "__main__":

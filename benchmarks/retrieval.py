@@ -170,3 +170,44 @@ def table_rows(rows: Sequence[dict]) -> list[list[str]]:
 
 
 TABLE_HEADER = ["dataset", "system", *METRICS, "% teacher nDCG@10"]
+
+
+def run_and_report(
+    benchmark: str,
+    prog: str,
+    argv: list[str] | None,
+    args: argparse.Namespace,
+    data: RetrievalData,
+    systems: Systems,
+    ignore_identical_ids: bool = False,
+    **settings,
+) -> dict:
+    """Evaluate every system on ``data``, write ``<out>/<benchmark>.json``, print the table; return the results.
+
+    ``settings`` are recorded beside the common ones (k, timing_k, search, the compared systems)."""
+    from .provenance import provenance
+    from .reporting import markdown_table, write_results
+
+    if not data.queries:
+        raise ValueError(f"{data.name}: no judged query is left to evaluate")
+    runs_dir = f"{args.out}/runs" if args.save_runs else None
+    rows, skipped = evaluate(data, systems, args.k, ignore_identical_ids, runs_dir, args.bm25_threads, args.timing_k)
+    results = {
+        "benchmark": benchmark,
+        "dataset": data.describe(),
+        "settings": {
+            "k": args.k,
+            "timing_k": args.timing_k,
+            "ignore_identical_ids": ignore_identical_ids,
+            **settings,
+            "search": "exact (Faiss Flat, inner product; cosine on L2-normalized vectors)",
+            **systems.describe(),
+        },
+        "retrieval": rows,
+        "skipped": skipped,
+        **provenance(prog, argv),
+    }
+    path = write_results(args.out, benchmark, results)
+    print(markdown_table(TABLE_HEADER, table_rows(rows)))
+    print(f"wrote {path}")
+    return results

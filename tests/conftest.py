@@ -151,8 +151,8 @@ def trained_student(vocabulary, noise: float = 0.05, **config):
     """A small student whose trainable weights are off their identity init, as after training."""
     from bertapprox_hf.student import create_student
 
+    torch.manual_seed(0)  # before creating it too: the initial weights are drawn from the global generator
     model = create_student(vocabulary, **{"num_heads": 4, "intermediate_size": 48, **config})
-    torch.manual_seed(0)
     with torch.no_grad():
         for param in model.parameters():
             if param.requires_grad:
