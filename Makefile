@@ -19,10 +19,11 @@ CORPUS := $(addprefix $(DATA)/train/,msmarco_queries.jsonl msmarco_v2_passages.j
 VOCAB := $(WORK)/vocab-$(TEACHER_NAME)
 TARGETS := $(WORK)/targets-$(TEACHER_NAME)
 TARGETS_MORE := $(WORK)/targets-more-$(TEACHER_NAME)
+TARGETS_REST := $(WORK)/targets-rest-$(TEACHER_NAME)
 # A local copy of the teacher (verified download); elsewhere set TEACHER to a Hub id.
 TEACHER = $(shell bash $(SHARED)/teachers/fetch $(TEACHER_NAME) | tail -n 1)
 
-.PHONY: install test lint demo vocab targets targets-more train speed clean
+.PHONY: install test lint demo vocab targets targets-more targets-rest train speed clean
 
 install:  ## torch first (the CPU wheel), then the package with training, indexing and dev extras
 	$(PYTHON) -m pip install --quiet $(TORCH_PIN)
@@ -46,6 +47,10 @@ targets:  ## resumes by itself: finished shards are kept
 targets-more:  ## the next 25,000 texts of each source (configs/minilm-large.yaml reads both sets)
 	bertapprox targets build --teacher $(TEACHER) --out $(TARGETS_MORE) --skip-per-source $(PER_SOURCE) \
 		--max-per-source 25000 --corpus $(CORPUS)
+
+targets-rest:  ## every text after those (configs/minilm-full.yaml reads all three sets)
+	bertapprox targets build --teacher $(TEACHER) --out $(TARGETS_REST) --skip-per-source $$(($(PER_SOURCE) + 25000)) \
+		--corpus $(CORPUS)
 
 train:
 	$(PYTHON) train.py --config $(CONFIG)

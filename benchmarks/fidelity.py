@@ -53,19 +53,19 @@ def targets_folders(value: str | Sequence[str] | None) -> list[str]:
 def held_out_targets(folders: Sequence[str], val_fraction: float, max_texts: int) -> tuple[list[str], np.ndarray]:
     """``(texts, teacher embeddings)`` of the validation split of targets folders (at most ``max_texts``, spread
     evenly over it), in corpus order."""
-    from bertapprox_hf.targets import load_targets
+    from bertapprox_hf.targets import load_targets, targets_columns
     from bertapprox_hf.training.data import is_validation
 
     dataset = load_targets(list(folders))
-    held_out = [i for i, record_id in enumerate(dataset["id"]) if is_validation(record_id, val_fraction)]
+    ids = dataset.with_format("arrow")["id"].to_pylist()
+    held_out = [i for i, record_id in enumerate(ids) if is_validation(record_id, val_fraction)]
     if len(held_out) > max_texts:  # evenly over the corpus: its sources come one after the other
         held_out = [held_out[int(j)] for j in np.linspace(0, len(held_out) - 1, max_texts)]
     chosen = sorted(set(held_out))
     if len(chosen) < 3:
         raise ValueError(f"{', '.join(folders)}: {len(chosen)} validation texts at val_fraction {val_fraction}")
-    subset = dataset.select(chosen)
-    embeddings = np.asarray(subset.with_format("numpy")["embedding"], dtype=np.float32)
-    return list(subset["text"]), embeddings
+    _, texts, embeddings = targets_columns(dataset.select(chosen))
+    return texts, embeddings.astype(np.float32)
 
 
 def read_texts(files: Sequence[str], max_texts: int) -> list[str]:

@@ -187,3 +187,52 @@ def test_several_targets_folders_are_read_as_one(inputs, tiny_teacher, tmp_path)
     assert streamed.train()["steps"] == 2
     with pytest.raises(ConfigError, match="nowhere"):
         tiny_config(inputs, tmp_path / "bad", f"data.targets={inputs['targets']},/nowhere/targets")
+
+
+def test_pretokenized_batches_equal_batches_tokenized_on_the_fly(inputs, tmp_path):
+    on_the_fly = Trainer(tiny_config(inputs, tmp_path / "fly", "data.pretokenize=false", "optim.max_steps=2"))
+    pretokenized = Trainer(tiny_config(inputs, tmp_path / "pre", "data.tokenize_workers=2", "optim.max_steps=2"))
+    assert on_the_fly.data.bags is None and len(pretokenized.data.bags) == len(pretokenized.data.train_index)
+    pairs = zip(on_the_fly.data.batches(1, 0, 32, 7, 0, 1), pretokenized.data.batches(1, 0, 32, 7, 0, 1), strict=True)
+    count = 0
+    for expected, got in pairs:
+        for key in ("input_ids", "attention_mask", "targets"):
+            torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0, msg=key)
+        count += 1
+    assert count == on_the_fly.data.batches_per_epoch(32, 1) > 3
+    # an empty text gives one padding slot, as the tokenizer pads it
+    batch = pretokenized.data.batcher.from_bags([np.array([], dtype=np.int32)], [[0.0]])
+    assert batch["input_ids"].shape == (1, 1) and batch["attention_mask"].sum() == 0
+
+
+def test_training_speed_benchmark_reads_throughput_from_the_runs_log(inputs, tmp_path):
+    from benchmarks import training_speed
+
+    config = tmp_path / "recipe.yaml"
+    config.write_text(
+        f"data: {{vocab: {inputs['vocab']}, targets: {inputs['targets']}, val_fraction: 0.1}}\n"
+        "model: {num_heads: 4, intermediate_size: 64}\noptim: {batch_size: 16}\n"
+    )
+    argv = ["--config", str(config), "--setups", "cpu:no", "cpu:bf16", "--steps", "6", "--log-every", "2"]
+    results = training_speed.main([*argv, "--set", "optim.lr=0.001", "--out", str(tmp_path / "speed")])
+    rows = results["setups"]
+    assert [(r["device"], r["mixed_precision"]) for r in rows] == [("cpu", "no"), ("cpu", "bf16")]
+    for row in rows:
+        assert row["steps"] == 6 and row["measured_steps"] == 4 and row["batch_size"] == 16
+        assert row["texts_per_second"] == pytest.approx(16 * row["steps_per_second"]) and row["steps_per_second"] > 0
+    saved = json.loads((tmp_path / "speed" / "training_speed.json").read_text())
+    assert saved["setups"] == rows and (tmp_path / "speed" / "cpu-bf16" / "report.json").is_file()
+    with pytest.raises(ValueError, match="tpu:no"):
+        training_speed.parse_setup("tpu:no")
+    with pytest.raises(ValueError, match="fewer than two"):
+        training_speed.throughput([{"event": "train", "step": 2, "seconds": 1.0}], 16)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_training_on_cuda_in_bf16(inputs, tmp_path):
+    trainer = Trainer(tiny_config(inputs, tmp_path / "cuda", "run.device=cuda", "optim.max_steps=20"))
+    assert trainer.accelerator.device.type == "cuda" and trainer.accelerator.mixed_precision == "bf16"  # auto
+    report = trainer.train()
+    evals = [r for r in trainer.state.history if r["event"] == "eval"]
+    assert report["steps"] == 20 and evals[-1]["mse_all"] < evals[0]["mse_all"]
+    assert (tmp_path / "cuda" / "best" / "model.safetensors").is_file()

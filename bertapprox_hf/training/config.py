@@ -22,6 +22,8 @@ class DataConfig:
     max_val: int = 3000  # validation records used at most
     max_train: int = 0  # training records used at most (0: all)
     length_grouping: bool = True  # batch texts of similar length together (less padding; not when streaming)
+    pretokenize: bool = True  # tokenize every text once before training (in parallel) instead of every epoch
+    tokenize_workers: int = 0  # processes for that pass (0: one per CPU core; 1: none)
     streaming: bool = False  # stream the targets with datasets instead of loading them in memory
     shuffle_buffer: int = 10000  # buffer of the streaming shuffle
 
@@ -187,6 +189,7 @@ def validate(config: TrainConfig) -> None:
                 raise ConfigError(f"data.{key}: folder not found: {folder}")
     checks = [
         ("data.val_fraction", 0 < config.data.val_fraction < 1),
+        ("data.tokenize_workers", config.data.tokenize_workers >= 0),
         ("optim.batch_size", config.optim.batch_size >= 2),
         ("optim.lr", config.optim.lr > 0),
         ("optim.epochs", config.optim.epochs >= 0),

@@ -1,4 +1,4 @@
-"""Training data: teacher targets split by id, batched into padded bags on the fly.
+"""Training data: teacher targets split by id, tokenized once up front (or on the fly), batched into padded bags.
 
 The split is a hash of each record's id, so it is the same in every process and every run, and
 a text never moves between training and validation when the corpus grows. Batches are formed from
@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import multiprocessing
+import os
 from collections.abc import Iterator
 
 import numpy as np
 import torch
 
-from ..targets import load_targets
+from ..targets import load_targets, targets_columns
 from ..tokenization_bertapprox import BertApproxTokenizer
 from .config import DataConfig
 
 HASH_BUCKETS = 1_000_000
 GROUP_BATCHES = 50  # batches per pool sorted by length (length_grouping)
+TOKENIZE_CHUNK = 2048  # texts a tokenizing worker takes at a time
 
 
 def is_validation(record_id: str, val_fraction: float) -> bool:
@@ -44,16 +47,75 @@ class Batcher:
             "targets": torch.as_tensor(np.asarray(targets, dtype=np.float32)),
         }
 
+    def from_bags(self, bags: list[np.ndarray], targets: np.ndarray) -> dict[str, torch.Tensor]:
+        """The same inputs as ``__call__`` from bags tokenized earlier (right-padded, at least one slot)."""
+        width = max([len(bag) for bag in bags] + [1])
+        input_ids = np.full((len(bags), width), self.tokenizer.pad_token_id, dtype=np.int64)
+        attention_mask = np.zeros((len(bags), width), dtype=np.int64)
+        for row, bag in enumerate(bags):
+            input_ids[row, : len(bag)] = bag
+            attention_mask[row, : len(bag)] = 1
+        return {
+            "input_ids": torch.from_numpy(input_ids),
+            "attention_mask": torch.from_numpy(attention_mask),
+            "targets": torch.as_tensor(np.asarray(targets, dtype=np.float32)),
+        }
+
+
+_WORKER_BATCHER: Batcher | None = None
+
+
+def _tokenize_chunk(texts: list[str]) -> list[list[int]]:
+    assert _WORKER_BATCHER is not None
+    return _WORKER_BATCHER.tokenizer.encode_bags(texts, _WORKER_BATCHER.max_bag_size)
+
+
+class TokenizedBags:
+    """Every text's bag of entry ids, tokenized once and kept flat (ids + offsets), in memory.
+
+    The pass runs in ``workers`` forked processes (each takes chunks of texts); the result is the
+    same as tokenizing in one process, so it does not change what a run learns.
+    """
+
+    def __init__(self, batcher: Batcher, texts: list[str], workers: int = 0) -> None:
+        from tqdm.auto import tqdm
+
+        global _WORKER_BATCHER
+        workers = workers or os.cpu_count() or 1
+        chunks = [texts[start : start + TOKENIZE_CHUNK] for start in range(0, len(texts), TOKENIZE_CHUNK)]
+        progress = tqdm(total=len(texts), desc="Tokenizing", unit=" texts")
+        bags: list[list[int]] = []
+        _WORKER_BATCHER = batcher
+        try:
+            if workers > 1 and len(chunks) > 1 and "fork" in multiprocessing.get_all_start_methods():
+                with multiprocessing.get_context("fork").Pool(min(workers, len(chunks))) as pool:
+                    for chunk_bags in pool.imap(_tokenize_chunk, chunks):
+                        bags.extend(chunk_bags)
+                        progress.update(len(chunk_bags))
+            else:
+                for chunk in chunks:
+                    bags.extend(_tokenize_chunk(chunk))
+                    progress.update(len(chunk))
+        finally:
+            _WORKER_BATCHER = None
+            progress.close()
+        lengths = np.array([len(bag) for bag in bags], dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(lengths)])
+        self.ids = np.fromiter(itertools.chain.from_iterable(bags), dtype=np.int32, count=int(self.offsets[-1]))
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.ids[self.offsets[index] : self.offsets[index + 1]]
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
 
 class TargetData:
     """Map-style targets held in memory (texts and float16 embeddings)."""
 
     def __init__(self, config: DataConfig, batcher: Batcher) -> None:
-        dataset = load_targets(config.targets)
-        ids = dataset["id"]
+        ids, self.texts, self.embeddings = targets_columns(load_targets(config.targets))
         val_mask = np.array([is_validation(i, config.val_fraction) for i in ids], dtype=bool)
-        self.texts: list[str] = dataset["text"]
-        self.embeddings = np.asarray(dataset.with_format("numpy")["embedding"], dtype=np.float16)
         self.train_index = np.flatnonzero(~val_mask)
         if config.max_train:
             self.train_index = self.train_index[: config.max_train]
@@ -66,6 +128,11 @@ class TargetData:
         self.lengths = np.array([len(text) for text in self.texts], dtype=np.int64)
         self.length_grouping = config.length_grouping
         self.batcher = batcher
+        self.bags: TokenizedBags | None = None
+        if config.pretokenize:  # training texts only (validation texts go through model.encode)
+            self.bags = TokenizedBags(batcher, [self.texts[i] for i in self.train_index], config.tokenize_workers)
+            self.bag_of_record = np.full(len(self.texts), -1, dtype=np.int64)
+            self.bag_of_record[self.train_index] = np.arange(len(self.train_index))
 
     def batches_per_epoch(self, batch_size: int, world: int) -> int:
         """Batches each process takes in one epoch (incomplete batches are dropped)."""
@@ -99,7 +166,10 @@ class TargetData:
         per_process = self.batches_per_epoch(batch_size, world)
         for local in range(start, per_process):
             chunk = everyone[local * world + rank]
-            yield self.batcher([self.texts[i] for i in chunk], self.embeddings[chunk])
+            if self.bags is not None:
+                yield self.batcher.from_bags([self.bags[i] for i in self.bag_of_record[chunk]], self.embeddings[chunk])
+            else:
+                yield self.batcher([self.texts[i] for i in chunk], self.embeddings[chunk])
 
     def validation(self) -> tuple[list[str], np.ndarray]:
         return [self.texts[i] for i in self.val_index], self.embeddings[self.val_index].astype(np.float32)

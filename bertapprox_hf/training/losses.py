@@ -33,8 +33,9 @@ def relational_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str, tem
 
 def distillation_loss(
     student: torch.Tensor, teacher: torch.Tensor, config: LossConfig
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weighted sum of the configured terms, and each term's value for logging.
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Weighted sum of the configured terms, and each term's value for logging (detached tensors: reading
+    them waits for the device, so the loop does it only when it logs).
 
     * ``mse``: squared L2 distance to the teacher embedding, averaged over the batch;
     * ``cosine``: 1 − cosine to the teacher embedding;
@@ -50,4 +51,4 @@ def distillation_loss(
     if config.relational:
         parts["relational"] = relational_loss(student, teacher, config.relational_kind, config.temperature)
     total = sum(getattr(config, name) * value for name, value in parts.items())
-    return total, {name: float(value.detach()) for name, value in parts.items()}
+    return total, {name: value.detach() for name, value in parts.items()}

@@ -279,8 +279,10 @@ class Trainer:
                 self.state.train_seconds = time.time() - started
                 progress.update(1)
                 if self.state.step % config.run.log_every == 0:
-                    record = {"event": "train", "step": self.state.step, "loss": float(loss.detach()), **parts}
+                    record = {"event": "train", "step": self.state.step, "loss": float(loss.detach())}
+                    record.update({name: float(value) for name, value in parts.items()})
                     record["lr"] = self.scheduler.get_last_lr()[0]
+                    record["seconds"] = round(time.time() - started, 3)  # after the loss sync: steps done
                     self.log(record)
                     progress.set_postfix(loss=f"{float(loss.detach()):.4f}")
                 done = self.state.step >= self.total_steps
