@@ -402,4 +402,3 @@ def targets_columns(dataset) -> tuple[list[str], list[str], np.ndarray]:
     values = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
     embeddings = values.astype(np.float16, copy=False).reshape(len(column), -1) if len(column) else values
     return table["id"].to_pylist(), table["text"].to_pylist(), embeddings
-
