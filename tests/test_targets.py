@@ -21,6 +21,7 @@ from bertapprox_hf.targets import (
     finalize_targets,
     load_targets,
     read_manifest,
+    targets_columns,
 )
 from bertapprox_hf.teacher import Teacher
 
@@ -106,6 +107,17 @@ def test_build_and_load(built, records, tiny_teacher):
     s_ids, s_texts, s_embeddings = contents(streamed)
     assert s_ids == ids and s_texts == texts
     np.testing.assert_array_equal(s_embeddings, embeddings)
+
+    # read whole (as training does): the same rows, also for a selection and for several folders
+    c_ids, c_texts, c_embeddings = targets_columns(dataset)
+    assert c_ids == ids and c_texts == texts and c_embeddings.dtype == np.float16
+    np.testing.assert_array_equal(c_embeddings.astype(np.float32), embeddings)
+    chosen = [7, 0, 119, 64]
+    picked = targets_columns(dataset.select(chosen))
+    assert picked[0] == [ids[i] for i in chosen] and picked[1] == [texts[i] for i in chosen]
+    np.testing.assert_array_equal(picked[2].astype(np.float32), embeddings[chosen])
+    twice = targets_columns(load_targets([str(built), str(built)]))
+    assert twice[1] == texts + texts and twice[2].shape == (240, embeddings.shape[1])
 
 
 def test_interrupted_build_resumes(copy, built, corpus, tiny_teacher, records, monkeypatch):
