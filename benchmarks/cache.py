@@ -33,9 +33,13 @@ def cache_dir(explicit: str | os.PathLike | None = None) -> Path:
 
 
 def file_identity(path: str | os.PathLike) -> dict[str, Any]:
-    """``{"path", "size", "mtime"}`` of a file: what says it is unchanged."""
-    stat = os.stat(path)
-    return {"path": os.path.abspath(path), "size": stat.st_size, "mtime": stat.st_mtime_ns}
+    """``{"size", "sha256"}`` of a file: its content, so a copy or a re-provisioned file (new path or
+    modification time, same bytes) keeps its cached embeddings, and any edit invalidates them."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return {"size": os.path.getsize(path), "sha256": digest.hexdigest()}
 
 
 def ids_digest(ids: Sequence[str]) -> str:

@@ -2,7 +2,7 @@
 
 Every loader returns a :class:`RetrievalData`: documents (``title + " " + text`` when there is a title,
 as :mod:`bertapprox_hf.corpus` joins them), queries, graded qrels, the relevance threshold of its
-convention, and the corpus file (its path, size and mtime key the teacher-embedding cache).
+convention, and the corpus file (its size and SHA-256 key the teacher-embedding cache).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ DEFAULT_SYSTEMS = ("teacher", "student", "asymmetric", "model2vec", "bm25")
 
 
 def corpus_identity(data: RetrievalData) -> dict:
-    """What the corpus is, for cache keys: its file (path, size, mtime) and the ids taken from it, in order."""
+    """What the corpus is, for cache keys: its file (size, SHA-256) and the ids taken from it, in order."""
     identity = {"ids": ids_digest(list(data.corpus)), "documents": len(data.corpus)}
     if data.corpus_file and os.path.isfile(data.corpus_file):
         identity["file"] = file_identity(data.corpus_file)
