@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .configuration_bertapprox import BertApproxConfig
 from .modeling_bertapprox import BertApproxModel
 
 DTYPES = {
@@ -131,7 +132,27 @@ def _int_mm_works(device: torch.device) -> bool:
         return False
 
 
-class Encoder:
+class ConfigProperties:
+    """``dim``, ``similarity`` and sentence-transformers' ``get_sentence_embedding_dimension``, read from the
+    model config (``self.config``) of an encoder: :class:`Encoder` and the exported-graph encoders."""
+
+    config: BertApproxConfig
+
+    @property
+    def dim(self) -> int:
+        """Size of the embeddings."""
+        return self.config.output_dim
+
+    def get_sentence_embedding_dimension(self) -> int:
+        return self.dim
+
+    @property
+    def similarity(self) -> str:
+        """``"cosine"`` or ``"dot"``: the teacher's scoring function, from the model config."""
+        return self.config.similarity
+
+
+class Encoder(ConfigProperties):
     """Fast sentence embeddings from a :class:`BertApproxModel`, like sentence-transformers' ``encode``.
 
     Build it with :meth:`from_pretrained`. Output equals the model's ``forward`` (its
@@ -278,20 +299,6 @@ class Encoder:
             rho.to(DTYPES[self.rho_dtype])
             self._rho_input_dtype = DTYPES[self.rho_dtype]
         self._rho = rho
-
-    # --- properties -----------------------------------------------------------------------------
-    @property
-    def dim(self) -> int:
-        """Size of the embeddings."""
-        return self.config.output_dim
-
-    def get_sentence_embedding_dimension(self) -> int:
-        return self.dim
-
-    @property
-    def similarity(self) -> str:
-        """``"cosine"`` or ``"dot"``: the teacher's scoring function, from the model config."""
-        return self.config.similarity
 
     def __repr__(self) -> str:
         return (

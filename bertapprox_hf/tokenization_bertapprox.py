@@ -19,9 +19,10 @@ dependencies, and sibling modules.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
 
+import numpy as np
 from transformers import BatchEncoding, PreTrainedTokenizer
 from transformers.tokenization_utils_base import PaddingStrategy, TruncationStrategy
 
@@ -341,6 +342,18 @@ def pad_bags(
     ids = [b + [pad_id] * (width - len(b)) for b in bags]
     mask = [[1] * len(b) + [0] * (width - len(b)) for b in bags]
     return {"input_ids": ids, "attention_mask": mask}
+
+
+def pad_bag_arrays(bags: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded ``input_ids`` and ``attention_mask`` (int64 arrays, at least one column) of a batch of bags:
+    the fast path for bags tokenized earlier (training, exported graphs)."""
+    width = max([len(bag) for bag in bags] + [1])
+    ids = np.full((len(bags), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(bags), width), dtype=np.int64)
+    for row, bag in enumerate(bags):
+        ids[row, : len(bag)] = bag
+        mask[row, : len(bag)] = 1
+    return ids, mask
 
 
 def load_entries(path: str) -> list[str]:

@@ -75,7 +75,7 @@ def assemble(prefix: str, vocab: str, out: str, training: str | None = None) -> 
     vocabulary = Vocabulary.load(vocab)
     if entries_digest(list(vocabulary.entries)) != expected:
         raise SystemExit(f"{vocab} does not hold the entries this student was trained with")
-    config = BertApproxConfig(**{k: v for k, v in settings.items() if k not in ("architectures", "auto_map")})
+    config = BertApproxConfig.from_dict(settings)
     model = BertApproxModel(config)
     weights = {}
     for path in sorted(glob.glob(f"{glob.escape(prefix)}.part*.safetensors")):

@@ -10,9 +10,7 @@ and TorchScript export it with dynamic batch and bag axes.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -77,14 +75,3 @@ def entry_tables(model: BertApproxModel) -> tuple[torch.Tensor, torch.Tensor]:
     finally:
         model.train(was_training)
     return torch.cat(values).clone(), torch.cat(scores).clone()
-
-
-def pad_bags(bags: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Right-padded ``input_ids`` and ``attention_mask`` (int64, at least one column) of a batch of bags."""
-    width = max([len(bag) for bag in bags] + [1])
-    ids = np.full((len(bags), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(bags), width), dtype=np.int64)
-    for row, bag in enumerate(bags):
-        ids[row, : len(bag)] = bag
-        mask[row, : len(bag)] = 1
-    return ids, mask

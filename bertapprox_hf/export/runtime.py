@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from ..configuration_bertapprox import BertApproxConfig
-from ..tokenization_bertapprox import BertApproxTokenizer
-from .graph import INPUT_NAMES, pad_bags
+from ..inference import ConfigProperties
+from ..tokenization_bertapprox import BertApproxTokenizer, pad_bag_arrays
+from .graph import INPUT_NAMES
 
 ONNX_FILES = {"float32": "model.onnx", "int8": "model_int8.onnx"}
 TORCHSCRIPT_FILE = "model.pt"
@@ -41,7 +42,7 @@ def resolve_folder(name_or_path: str | os.PathLike, file_name: str) -> str:
     return path
 
 
-class BagGraphEncoder:
+class BagGraphEncoder(ConfigProperties):
     """Texts → bags (Python tokenizer) → padded batches → an exported graph → embeddings."""
 
     def __init__(self, folder: str, tokenizer: BertApproxTokenizer, config: BertApproxConfig) -> None:
@@ -54,19 +55,6 @@ class BagGraphEncoder:
     @staticmethod
     def _load_parts(folder: str) -> tuple[BertApproxTokenizer, BertApproxConfig]:
         return BertApproxTokenizer.from_pretrained(folder), BertApproxConfig.from_pretrained(folder)
-
-    @property
-    def dim(self) -> int:
-        """Size of the embeddings."""
-        return self.config.output_dim
-
-    def get_sentence_embedding_dimension(self) -> int:
-        return self.dim
-
-    @property
-    def similarity(self) -> str:
-        """``"cosine"`` or ``"dot"``: the teacher's scoring function, from the model config."""
-        return self.config.similarity
 
     def _run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -84,7 +72,9 @@ class BagGraphEncoder:
                 ids.size and (ids.dtype.kind not in "iu" or ids.min() < 0 or ids.max() >= self.vocab_size)
             ):
                 raise ValueError(f"bag {position} must be a list of integer entry ids in [0, {self.vocab_size})")
-        chunks = [self._run(*pad_bags(bags[start : start + batch_size])) for start in range(0, len(bags), batch_size)]
+        chunks = [
+            self._run(*pad_bag_arrays(bags[start : start + batch_size])) for start in range(0, len(bags), batch_size)
+        ]
         return np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros((0, self.dim), np.float32)
 
     def encode(
@@ -115,7 +105,7 @@ class BagGraphEncoder:
             starts = tqdm(starts, desc="Encoding", unit="batch")
         for start in starts:
             rows = order[start : start + batch_size]
-            result[rows] = self._run(*pad_bags([bags[i] for i in rows]))
+            result[rows] = self._run(*pad_bag_arrays([bags[i] for i in rows]))
         if normalize_embeddings:
             result /= np.maximum(np.linalg.norm(result, axis=1, keepdims=True), 1e-12)
         out = result if convert_to_numpy else torch.from_numpy(result)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..modeling_bertapprox import BertApproxModel
-from .graph import pad_bags
+from ..tokenization_bertapprox import pad_bag_arrays
 
 TOLERANCE = 1e-5  # max |exported - PyTorch| over all embedding values, float32
 SHAPES = ((1, 1), (1, 512), (37, 1), (37, 512))  # (batch, bag) runs that exercise the dynamic axes
@@ -80,7 +80,7 @@ def run_batches(
     run: Callable[[np.ndarray, np.ndarray], np.ndarray], bags: Sequence[Sequence[int]], batch_size: int = 32
 ) -> np.ndarray:
     """Embeddings of ``bags`` through ``run``, padded ``batch_size`` at a time."""
-    return np.concatenate([run(*pad_bags(bags[i : i + batch_size])) for i in range(0, len(bags), batch_size)])
+    return np.concatenate([run(*pad_bag_arrays(bags[i : i + batch_size])) for i in range(0, len(bags), batch_size)])
 
 
 def check_parity(

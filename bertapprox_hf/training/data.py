@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..targets import load_targets, targets_columns
-from ..tokenization_bertapprox import BertApproxTokenizer
+from ..tokenization_bertapprox import BertApproxTokenizer, pad_bag_arrays
 from .config import DataConfig
 
 HASH_BUCKETS = 1_000_000
@@ -48,13 +48,8 @@ class Batcher:
         }
 
     def from_bags(self, bags: list[np.ndarray], targets: np.ndarray) -> dict[str, torch.Tensor]:
-        """The same inputs as ``__call__`` from bags tokenized earlier (right-padded, at least one slot)."""
-        width = max([len(bag) for bag in bags] + [1])
-        input_ids = np.full((len(bags), width), self.tokenizer.pad_token_id, dtype=np.int64)
-        attention_mask = np.zeros((len(bags), width), dtype=np.int64)
-        for row, bag in enumerate(bags):
-            input_ids[row, : len(bag)] = bag
-            attention_mask[row, : len(bag)] = 1
+        """The same inputs as ``__call__`` from bags tokenized earlier."""
+        input_ids, attention_mask = pad_bag_arrays(bags, self.tokenizer.pad_token_id)
         return {
             "input_ids": torch.from_numpy(input_ids),
             "attention_mask": torch.from_numpy(attention_mask),
