@@ -149,7 +149,9 @@ def select_multiword(
         score = npmi(count, parts, words, total, config.skipgram_max_gap if skip else 1)
         if score >= config.min_npmi:
             scored.append((entry, count, score))
-    scored.sort(key=lambda item: (-item[1] * item[2], item[0]))
+    # Ranked on 10 significant digits, then by text: math.log may differ in the last bit between C libraries,
+    # and the same corpus must give the same vocabulary, in the same order, on every machine.
+    scored.sort(key=lambda item: (-float(f"{item[1] * item[2]:.10g}"), item[0]))
     return scored[:budget]
 
 

@@ -1,27 +1,35 @@
 #!/usr/bin/env bash
 # One GPU session, end to end, inside a fixed time budget (a lent GPU machine is held for minutes):
 #   1. the vocabulary and the teacher targets of the whole demo corpus, on the GPU (all at once);
-#   2. the training speed of configs/minilm-full.yaml on the CPU and on the GPU (fp32, bf16);
-#   3. three recipes trained side by side on the GPU for TRAIN_SECONDS (base, deeper φ, wider blocks);
-#   4. the encoders' speed on the GPU (teacher vs student), if time is left;
+#   2. optionally (SPEED_SETUPS), the training speed of configs/minilm-full.yaml per device and precision;
+#   3. recipes (VARIANTS) trained side by side on the GPU: a short calibration run of each, side by side,
+#      measures the steps/s they get while sharing the GPU, then each trains for as many epochs as fit
+#      TRAIN_SECONDS (a full warm-up + cosine schedule, not a run cut short);
+#   4. the encoders' speed on the GPU (teacher vs student), if time is left (SPEED=1);
 #   5. results packed into OUT: each student's trainable weights (scripts/trainable_weights.py split;
 #      the entry table is rebuilt from the same vocabulary) and one archive of reports, logs and plots.
 #
 #   DATA=../shared/data TEACHER=/path/to/all-MiniLM-L6-v2 OUT=results/gpu bash scripts/gpu_session.sh
 #
 # DATA: the shared data layout (train/*.jsonl, msmarco-passage-dl19/, beir/scifact/); TEACHER: a local
-# teacher folder; OUT: results; WORK: scratch (default /tmp/bertapprox-gpu); TRAIN_SECONDS: the side-by-side
-# training (default 180); BUDGET: the whole script, step 4 is skipped past it (default 480); SPEED_SETUPS:
-# the setups of step 2 (default "cpu:no cuda:no cuda:bf16").
+# teacher folder; OUT: results; WORK: scratch (default /tmp/bertapprox-gpu).
+# VARIANTS: "name:key=value,key=value name2:..." (--set overrides of CONFIG, default configs/minilm-full.yaml);
+# COMMON: overrides for every variant; TRAIN_SECONDS: the side-by-side training (default 300);
+# CALIBRATION_STEPS: steps of the calibration run (default 300); SPEED_SETUPS: setups of step 2 (default
+# none); SPEED: 1 to run step 4; BUDGET: the whole script, step 4 is skipped past it (default 540).
 # Step 5 runs whatever happened before it (trap), so a failed step still returns what was done.
 set -uo pipefail
 : "${DATA:?set DATA}" "${TEACHER:?set TEACHER}" "${OUT:?set OUT}"
 WORK=${WORK:-/tmp/bertapprox-gpu}
-TRAIN_SECONDS=${TRAIN_SECONDS:-180}
-BUDGET=${BUDGET:-480}
-SPEED_STEPS=${SPEED_STEPS:-150}
+CONFIG=${CONFIG:-configs/minilm-full.yaml}
+TRAIN_SECONDS=${TRAIN_SECONDS:-300}
+CALIBRATION_STEPS=${CALIBRATION_STEPS:-300}
+BUDGET=${BUDGET:-540}
 PER_SOURCE=${PER_SOURCE:-15000}  # texts of each source in the demo set (make targets)
-read -r -a SPEED_SETUPS <<<"${SPEED_SETUPS:-cpu:no cuda:no cuda:bf16}"
+MORE_PER_SOURCE=${MORE_PER_SOURCE:-25000}  # the next ones (make targets-more)
+read -r -a SPEED_SETUPS <<<"${SPEED_SETUPS:-}"
+read -r -a VARIANTS <<<"${VARIANTS:-base: deep:model.phi_layers=3 pairwise:loss.relational=1,loss.relational_kind=pairwise}"
+read -r -a COMMON <<<"${COMMON:-optim.batch_size=1024 optim.lr=0.004}"
 PY=${PYTHON:-python3}
 NAME=$(basename "$TEACHER")
 mkdir -p "$OUT" "$WORK"
@@ -31,27 +39,23 @@ T0=$(date +%s)
 log() { printf '[%4ss] %s\n' "$(($(date +%s) - T0))" "$*" | tee -a "$OUT/timeline.txt"; }
 CORPUS=("$DATA"/train/{msmarco_queries,msmarco_v2_passages,reuters21578_sentences,wordnet30_glosses,senteval_sentences}.jsonl
         "$DATA/msmarco-passage-dl19/corpus.jsonl" "$DATA/beir/scifact/corpus.jsonl")
-VARIANTS=(base deep wide)
-declare -A SETTINGS=(
-    [base]=""
-    [deep]="model.phi_layers=3"
-    [wide]="model.intermediate_size=1280"
-)
+names=()
+for spec in "${VARIANTS[@]}"; do names+=("${spec%%:*}"); done
 
 pack() {
     log "packing"
     mkdir -p "$WORK/pack"
-    for variant in "${VARIANTS[@]}"; do
+    for variant in "${names[@]}"; do
         best="$WORK/run-$variant/best"
         [ -f "$best/model.safetensors" ] && $PY scripts/trainable_weights.py split "$best" "$WORK/pack/$variant" \
             --max-mb 16.5 >/dev/null && mv "$WORK/pack/$variant".part*.safetensors "$OUT/"
     done
-    (cd "$WORK" && tar czf "$OUT/session.tar.gz" --ignore-failed-read \
-        ./*.log ./training-speed/training_speed.json ./speed/speed.json ./speed/speed.md \
-        "vocab-$NAME/vocabulary.json" run-*/report.json run-*/metrics.jsonl run-*/*.png run-*/best/training.json \
-        run-*/best/config.json run-*/train.log pack/*.config.json 2>/dev/null)
     cp "$OUT/timeline.txt" "$WORK/" 2>/dev/null
-    nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv >>"$OUT/timeline.txt" 2>/dev/null
+    (cd "$WORK" && tar czf "$OUT/session.tar.gz" --ignore-failed-read ./*.log ./timeline.txt \
+        ./training-speed/training_speed.json ./speed/speed.json ./speed/speed.md "vocab-$NAME/vocabulary.json" \
+        ./*/manifest.json run-*/report.json run-*/metrics.jsonl run-*/*.png run-*/best/training.json \
+        run-*/best/config.json run-*/train.log calibrate-*/metrics.jsonl calibrate-*/train.log pack/*.config.json \
+        2>/dev/null)
     log "done"
 }
 trap pack EXIT
@@ -61,7 +65,7 @@ cli() { $PY -m bertapprox_hf.cli "$@"; }
 cli vocab build --teacher "$TEACHER" --out "$WORK/vocab-$NAME" --max-per-source 30000 --corpus "${CORPUS[@]}" \
     >"$WORK/vocab.log" 2>&1 &
 pids=($!)
-# The demo's set, the next 25,000 of each source, and the rest (the layout of make targets targets-more targets-rest).
+# The demo's set, the next MORE_PER_SOURCE of each source, and the rest (the layout of make targets targets-more targets-rest).
 build_targets() {  # OUT_NAME, then options
     local name=$1
     shift
@@ -70,47 +74,72 @@ build_targets() {  # OUT_NAME, then options
 }
 build_targets targets --max-per-source "$PER_SOURCE" &
 pids+=($!)
-build_targets targets-more --skip-per-source "$PER_SOURCE" --max-per-source 25000 &
+build_targets targets-more --skip-per-source "$PER_SOURCE" --max-per-source "$MORE_PER_SOURCE" &
 pids+=($!)
-build_targets targets-rest --skip-per-source $((PER_SOURCE + 25000)) &
+build_targets targets-rest --skip-per-source $((PER_SOURCE + MORE_PER_SOURCE)) &
 pids+=($!)
-for pid in "${pids[@]}"; do wait "$pid" || { log "vocabulary/targets failed"; tail -5 "$WORK"/*.log; exit 1; }; done
-log "vocabulary and targets done: $(cli targets info "$WORK/targets-rest-$NAME" | grep -o '"num_records": [0-9]*') (rest)"
+for pid in "${pids[@]}"; do wait "$pid" || { log "vocabulary/targets failed"; tail -n 5 "$WORK"/*.log; exit 1; }; done
+records() { $PY -c "import json,sys; print(json.load(open(sys.argv[1]))['num_records'])" "$WORK/$1-$NAME/manifest.json"; }
+log "vocabulary and targets done: $(records targets) + $(records targets-more) + $(records targets-rest) texts"
 
-$PY -m benchmarks.training_speed --config configs/minilm-full.yaml --setups "${SPEED_SETUPS[@]}" \
-    --steps "$SPEED_STEPS" --set data.max_train=60000 --out "$WORK/training-speed" \
-    >"$WORK/training-speed.log" 2>&1 || { log "training speed failed"; tail -20 "$WORK/training-speed.log"; }
-log "training speed: $(tail -8 "$WORK/training-speed.log" | tr '\n' ' ')"
+if [ ${#SPEED_SETUPS[@]} -gt 0 ]; then
+    $PY -m benchmarks.training_speed --config "$CONFIG" --setups "${SPEED_SETUPS[@]}" \
+        --steps 150 --set data.max_train=60000 --out "$WORK/training-speed" \
+        >"$WORK/training-speed.log" 2>&1 || { log "training speed failed"; tail -20 "$WORK/training-speed.log"; }
+    log "training speed: $(tail -8 "$WORK/training-speed.log" | tr '\n' ' ')"
+fi
 
-# Epochs that fit TRAIN_SECONDS with the variants sharing the GPU (a third of the fastest measured speed each),
-# and evaluations every sixth of the run (the best model so far is kept if the hard stop comes first).
-read -r EPOCHS EVERY < <($PY - "$WORK" "$NAME" "$TRAIN_SECONDS" "${#VARIANTS[@]}" <<'EOF'
+# Every variant's --set options: COMMON, then its own; then the caller's ($@ of train_variants).
+train_variants() {  # PREFIX TIMEOUT, then overrides for all
+    local prefix=$1 limit=$2 spec name own item
+    shift 2
+    pids=()
+    for spec in "${VARIANTS[@]}"; do
+        name=${spec%%:*}
+        own=${spec#*:}
+        overrides=(--set "run.output_dir=$WORK/$prefix-$name" --set "data.tokenize_workers=4")
+        for item in "${COMMON[@]}" ${own//,/ } "$@"; do overrides+=(--set "$item"); done
+        mkdir -p "$WORK/$prefix-$name"
+        OMP_NUM_THREADS=4 timeout "$limit" $PY train.py --config "$CONFIG" "${overrides[@]}" \
+            >"$WORK/$prefix-$name/train.log" 2>&1 &
+        pids+=($!)
+    done
+    for pid in "${pids[@]}"; do wait "$pid" || log "a $prefix run ended with status $?"; done
+}
+
+# Calibration: the variants side by side for CALIBRATION_STEPS steps; their slowest steps/s (after the first
+# logged interval) and start-up time set the epochs of the real runs.
+every=$((CALIBRATION_STEPS / 3))
+train_variants calibrate 150 "optim.max_steps=$CALIBRATION_STEPS" "run.log_every=$every" \
+    "eval.every_steps=100000" "run.checkpoint_every=100000" "run.tensorboard=false"
+read -r EPOCHS EVERY RATE < <($PY - "$WORK" "$NAME" "$TRAIN_SECONDS" "$CONFIG" "${COMMON[*]}" "${names[@]}" <<'PYEOF'
 import json, sys
-work, name, seconds, variants = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
-try:
-    rows = json.load(open(f"{work}/training-speed/training_speed.json"))["setups"]
-    texts_per_second = max(r["texts_per_second"] for r in rows)
-except (OSError, KeyError, ValueError):
-    texts_per_second = 5000.0
-records = sum(json.load(open(f"{work}/{folder}-{name}/manifest.json"))["num_records"] for folder in ("targets", "targets-more", "targets-rest"))
-epochs = max(0.2, min(60.0, texts_per_second / variants * seconds / (0.97 * records)))
-print(f"{epochs:.2f}", max(50, int(epochs * 0.97 * records / 256 / 6)))
-EOF
+from bertapprox_hf.training.config import load_config
+work, name, seconds, config, common, names = *sys.argv[1:3], float(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6:]
+batch = load_config(config, common.split()).optim.batch_size
+rates = []
+for variant in names:
+    try:
+        rows = [json.loads(line) for line in open(f"{work}/calibrate-{variant}/metrics.jsonl")]
+    except (OSError, ValueError):
+        continue
+    train = [r for r in rows if r.get("event") == "train"]
+    if len(train) >= 2:
+        rates.append((train[-1]["step"] - train[0]["step"]) / (train[-1]["seconds"] - train[0]["seconds"]))
+rate = min(rates) if rates else 20.0
+train_records = sum(json.load(open(f"{work}/{folder}-{name}/manifest.json"))["num_records"]
+                    for folder in ("targets", "targets-more", "targets-rest")) * 0.97
+steps = rate * (seconds - 45)  # start-up, evaluations and the final save
+epochs = max(0.2, min(100.0, steps * batch / train_records))
+print(f"{epochs:.2f}", max(100, int(steps / 6)), f"{rate:.1f}")
+PYEOF
 )
-log "training ${VARIANTS[*]} side by side, $EPOCHS epochs each, evaluated every $EVERY steps"
-pids=()
-for variant in "${VARIANTS[@]}"; do
-    mkdir -p "$WORK/run-$variant"
-    overrides=(--set "run.output_dir=$WORK/run-$variant" --set "optim.epochs=$EPOCHS" --set "data.tokenize_workers=4"
-               --set "eval.every_steps=$EVERY" --set "run.checkpoint_every=$EVERY")
-    for item in ${SETTINGS[$variant]}; do overrides+=(--set "$item"); done
-    timeout $((TRAIN_SECONDS + 60)) $PY train.py --config configs/minilm-full.yaml "${overrides[@]}" \
-        >"$WORK/run-$variant/train.log" 2>&1 &
-    pids+=($!)
-done
-for pid in "${pids[@]}"; do wait "$pid" || log "a run ended with status $?"; done
+log "calibration: ${RATE:-?} steps/s each with ${#VARIANTS[@]} side by side"
+log "training ${names[*]} side by side, $EPOCHS epochs each, evaluated every $EVERY steps"
+train_variants run $((TRAIN_SECONDS + 30)) "optim.epochs=$EPOCHS" "eval.every_steps=$EVERY" "run.checkpoint_every=$EVERY"
+
 summary() {  # a run's best evaluation: report.json, or best/training.json when the hard stop came first
-    $PY - "$1" <<'EOF'
+    $PY - "$1" <<'PYEOF'
 import json, os, sys
 run = sys.argv[1]
 if os.path.isfile(f"{run}/report.json"):
@@ -120,14 +149,14 @@ else:
     best = json.load(open(f"{run}/best/training.json"))
     head, best = f"stopped; best at step {best['step']}", best["metrics"]
 print(head, {k: round(v, 4) for k, v in best.items() if k.startswith(("cosine_", "spearman_"))})
-EOF
+PYEOF
 }
-for variant in "${VARIANTS[@]}"; do log "$variant: $(summary "$WORK/run-$variant" 2>&1 | tail -1)"; done
+for variant in "${names[@]}"; do log "$variant: $(summary "$WORK/run-$variant" 2>&1 | tail -1)"; done
 
-if [ $(($(date +%s) - T0)) -lt $((BUDGET - 70)) ]; then
-    $PY -m benchmarks.speed --model "$WORK/run-base/best" --teacher "$TEACHER" --systems teacher,student,student-bfloat16 \
-        --queries "$DATA/train/msmarco_queries.jsonl" --corpus "$DATA/msmarco-passage-dl19/corpus.jsonl" \
-        --threads all --no-memory --repeats 2 --no-plot --out "$WORK/speed" >"$WORK/speed.log" 2>&1 \
-        || log "speed failed"
+if [ "${SPEED:-0}" = 1 ] && [ $(($(date +%s) - T0)) -lt $((BUDGET - 70)) ]; then
+    $PY -m benchmarks.speed --model "$WORK/run-${names[0]}/best" --teacher "$TEACHER" \
+        --systems teacher,student,student-bfloat16 --queries "$DATA/train/msmarco_queries.jsonl" \
+        --corpus "$DATA/msmarco-passage-dl19/corpus.jsonl" --threads all --no-memory --repeats 2 --no-plot \
+        --out "$WORK/speed" >"$WORK/speed.log" 2>&1 || log "speed failed"
     log "speed: $(grep -A10 '^## cuda' "$WORK/speed/speed.md" 2>/dev/null | tr '\n' ' ')"
 fi

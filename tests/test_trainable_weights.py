@@ -53,3 +53,27 @@ def test_assemble_refuses_another_vocabulary(trainable_weights, tiny_vocab, tmp_
     other.save(str(tmp_path / "other"))
     with pytest.raises(SystemExit, match="does not hold the entries"):
         trainable_weights.assemble(str(tmp_path / "moved"), str(tmp_path / "other"), str(tmp_path / "back"))
+
+
+def test_assemble_accepts_the_same_entries_in_another_order(trainable_weights, tiny_vocab, tmp_path):
+    from transformers import AutoModel
+
+    from bertapprox_hf.vocabulary import Vocabulary
+
+    student = trained_student(tiny_vocab, intermediate_size=64, num_heads=4)
+    student.save_pretrained(tmp_path / "student")
+    trainable_weights.split(str(tmp_path / "student"), str(tmp_path / "moved"), max_mb=16)
+    order = np.arange(len(tiny_vocab))
+    order[2:] = order[2:][::-1]  # [PAD] and [UNK] stay; every other entry moves
+    shuffled = Vocabulary(
+        entries=[tiny_vocab.entries[i] for i in order],
+        embeddings=tiny_vocab.embeddings[order],
+        counts=tiny_vocab.counts[order],
+        metadata=tiny_vocab.metadata,
+    )
+    shuffled.save(str(tmp_path / "shuffled"))
+    trainable_weights.assemble(str(tmp_path / "moved"), str(tmp_path / "shuffled"), str(tmp_path / "back"))
+    texts = ["a small test of the round trip", "the bias of each entry must follow it"]
+    original = AutoModel.from_pretrained(tmp_path / "student", trust_remote_code=True).encode(texts)
+    rebuilt = AutoModel.from_pretrained(tmp_path / "back", trust_remote_code=True).encode(texts)
+    np.testing.assert_allclose(rebuilt, original, rtol=1e-5, atol=1e-6)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
+from collections import Counter
 
 import numpy as np
 import pytest
 
+from bertapprox_hf import vocab_builder
 from bertapprox_hf.tokenization_bertapprox import SKIP_MARKER
 from bertapprox_hf.vocab_builder import NgramCounter, VocabularyConfig, embed_entries, npmi
 from bertapprox_hf.vocabulary import Vocabulary
@@ -59,6 +62,17 @@ def test_npmi_is_one_for_words_that_only_occur_together():
     words = Counter({"hong": 10, "kong": 10, "the": 1000})
     assert npmi(10, ["hong", "kong"], words, 2000) == pytest.approx(1.0)
     assert npmi(10, ["the", "kong"], words, 2000) < 0.5
+
+
+def test_ranking_ignores_last_bit_differences_of_the_score(monkeypatch):
+    # Scores one ulp apart (what two C libraries' log may give) rank as a tie, broken by the text: a
+    # vocabulary rebuilt on another machine has its entries in the same order.
+    monkeypatch.setattr(
+        vocab_builder, "npmi", lambda count, parts, *_: math.nextafter(0.5, 1.0) if parts[0] == "b" else 0.5
+    )
+    counter = Counter({"b x": 10, "a y": 10, "c z": 11})
+    ranked = vocab_builder.select_multiword(counter, Counter(), 100, VocabularyConfig(min_count=1), 3, skip=False)
+    assert [entry for entry, *_ in ranked] == ["c z", "a y", "b x"]
 
 
 def test_counter_respects_orders_and_gaps():
