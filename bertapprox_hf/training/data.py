@@ -40,15 +40,10 @@ class Batcher:
         self.max_bag_size = max_bag_size
 
     def __call__(self, texts: list[str], targets: np.ndarray) -> dict[str, torch.Tensor]:
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_bag_size, return_tensors="pt")
-        return {
-            "input_ids": batch["input_ids"],
-            "attention_mask": batch["attention_mask"],
-            "targets": torch.as_tensor(np.asarray(targets, dtype=np.float32)),
-        }
+        return self.from_bags(self.tokenizer.encode_bags(texts, self.max_bag_size), targets)
 
-    def from_bags(self, bags: list[np.ndarray], targets: np.ndarray) -> dict[str, torch.Tensor]:
-        """The same inputs as ``__call__`` from bags tokenized earlier."""
+    def from_bags(self, bags: list, targets: np.ndarray) -> dict[str, torch.Tensor]:
+        """Model inputs from bags tokenized earlier (``__call__`` tokenizes, then comes here)."""
         input_ids, attention_mask = pad_bag_arrays(bags, self.tokenizer.pad_token_id)
         return {
             "input_ids": torch.from_numpy(input_ids),

@@ -284,7 +284,7 @@ class Trainer:
                     record["lr"] = self.scheduler.get_last_lr()[0]
                     record["seconds"] = round(time.time() - started, 3)  # after the loss sync: steps done
                     self.log(record)
-                    progress.set_postfix(loss=f"{float(loss.detach()):.4f}")
+                    progress.set_postfix(loss=f"{record['loss']:.4f}")
                 done = self.state.step >= self.total_steps
                 if self.state.step % config.eval.every_steps == 0 or done:
                     stopped_early = self.run_evaluation()
