@@ -9,7 +9,9 @@ read from the student's ``training.json`` unless given), or from jsonl files of 
 encodes (cached). Per length bucket (``query`` ≤ 12 words, ``sentence``, ``passage`` > 40, and ``all``;
 :mod:`bertapprox_hf.training.metrics`): the mean and percentiles of the student–teacher cosine, the mean
 squared distance, and the Spearman correlation between the two models' pairwise similarity matrices.
-model2vec, in another space, has only the last. Writes ``fidelity.json``.
+model2vec, in another space, has only the last. With ``--error-scales``, also what the student would
+reach with its errors scaled down (``teacher + a·(student − teacher)``): the cosine a target Spearman
+needs. Writes ``fidelity.json``.
 """
 
 from __future__ import annotations
@@ -108,8 +110,11 @@ def by_bucket(flat: dict[str, float]) -> dict[str, dict[str, float]]:
     return {bucket: nested[bucket] for bucket in BUCKET_ORDER if bucket in nested}
 
 
-def evaluate(texts: list[str], teacher: np.ndarray, compared: systems.Systems, similarity: str) -> dict:
-    """``{"student": {bucket: metrics}, "model2vec": {bucket: {"spearman", "count"}}}`` for the systems run."""
+def evaluate(
+    texts: list[str], teacher: np.ndarray, compared: systems.Systems, similarity: str, scales: Sequence[float] = ()
+) -> dict:
+    """``{"student": {bucket: metrics}, "model2vec": {bucket: {"spearman", "count"}}}`` for the systems run,
+    and ``"error_scaling"`` (:func:`error_scaling`) when ``scales`` are given."""
     from bertapprox_hf.training.metrics import fidelity
 
     results: dict[str, dict] = {}
@@ -119,11 +124,30 @@ def evaluate(texts: list[str], teacher: np.ndarray, compared: systems.Systems, s
         for bucket, extra in cosine_summary(student, teacher, texts).items():
             buckets[bucket].update(extra)
         results["student"] = buckets
+        if scales:
+            results["error_scaling"] = error_scaling(student, teacher, texts, similarity, scales)
     if "model2vec" in compared.names:
         static = compared.encode("model2vec", texts, desc="fidelity texts")
         # cosine and distance need one space; the ranking of pairwise similarities does not
         results["model2vec"] = by_bucket(_pairwise_only(static, teacher, texts, similarity))
     return results
+
+
+def error_scaling(
+    student: np.ndarray, teacher: np.ndarray, texts: list[str], similarity: str, scales: Sequence[float]
+) -> dict[str, list[dict[str, float]]]:
+    """Per bucket, cosine and pairwise Spearman of ``teacher + a·(student − teacher)`` for each scale ``a``."""
+    from bertapprox_hf.training.metrics import fidelity
+
+    rows: dict[str, list[dict[str, float]]] = {}
+    for scale in scales:
+        for bucket, metrics in by_bucket(
+            fidelity(teacher + scale * (student - teacher), teacher, texts, similarity)
+        ).items():
+            rows.setdefault(bucket, []).append(
+                {"scale": scale, "cosine": metrics["cosine"], "spearman": metrics["spearman"]}
+            )
+    return rows
 
 
 def _pairwise_only(static: np.ndarray, teacher: np.ndarray, texts: list[str], similarity: str) -> dict[str, float]:
@@ -152,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--texts", nargs="+", help="jsonl files of held-out texts (the teacher encodes them)")
     parser.add_argument("--val-fraction", type=float, default=None, help="default: the student's training.json")
     parser.add_argument("--max-texts", type=int, default=3000, help="texts used at most (default 3000)")
+    parser.add_argument("--error-scales", type=float, nargs="*", default=[], metavar="A",
+                        help="also score teacher + A·(student − teacher) for each A in (0, 1]: the cosine that a "
+                        "pairwise Spearman needs")  # fmt: skip
     systems.add_arguments(parser, FIDELITY_SYSTEMS)
     return parser
 
@@ -185,6 +212,8 @@ def main(argv: list[str] | None = None) -> dict:
     other = [name for name in compared.names if name not in FIDELITY_SYSTEMS]
     if other:
         raise ValueError(f"fidelity compares {' and '.join(FIDELITY_SYSTEMS)} with the teacher, not {other}")
+    if any(not 0 < scale <= 1 for scale in args.error_scales):
+        raise ValueError(f"--error-scales must lie in (0, 1], got {args.error_scales}")
     if "student" in compared.names and not args.model:
         raise ValueError("fidelity needs the student (--model)")
     texts, teacher, source = load_texts(args, compared)
@@ -195,13 +224,26 @@ def main(argv: list[str] | None = None) -> dict:
         "texts": len(texts),
         "similarity": similarity,
         "settings": {"max_texts": args.max_texts, "percentiles": list(PERCENTILES), **compared.describe()},
-        **evaluate(texts, teacher, compared, similarity),
+        **evaluate(texts, teacher, compared, similarity, args.error_scales),
         **provenance(PROG, argv),
     }
     path = write_results(args.out, "fidelity", results)
     print(markdown_table(*fidelity_table(results)))
+    if results.get("error_scaling"):
+        print(markdown_table(*error_scaling_table(results["error_scaling"])))
     print(f"wrote {path}")
     return results
+
+
+def error_scaling_table(scaling: dict[str, list[dict[str, float]]]) -> tuple[list[str], list[list[str]]]:
+    """``(header, rows)``: per bucket and error scale, the cosine and pairwise Spearman reached."""
+    header = ["texts", "error scale", "cosine", "pairwise ρ"]
+    rows = [
+        [bucket, number(row["scale"]), number(row["cosine"]), number(row["spearman"])]
+        for bucket in BUCKET_ORDER
+        for row in scaling.get(bucket, [])
+    ]
+    return header, rows
 
 
 def fidelity_table(results: dict) -> tuple[list[str], list[list[str]]]:

@@ -31,3 +31,30 @@ def create_student(vocabulary: Vocabulary, **config_overrides) -> BertApproxMode
         model.entry_table.weight.copy_(torch.from_numpy(np.asarray(vocabulary.embeddings, dtype=np.float32)))
     model.set_tokenizer(vocabulary.tokenizer())
     return model
+
+
+def load_student_to_train(path: str, vocabulary: Vocabulary, **expected_config) -> BertApproxModel:
+    """A saved student to train further (fine-tuning, a second schedule) on ``vocabulary``'s targets.
+
+    Refuses, naming the setting, a student whose entries or entry table differ from the vocabulary's
+    or whose architecture differs from ``expected_config`` (``BertApproxConfig`` arguments).
+    """
+    import os
+
+    from .tokenization_bertapprox import load_entries
+
+    vocab_file = os.path.join(path, "vocab.txt")
+    if not os.path.isfile(vocab_file):
+        raise FileNotFoundError(f"model.init_from: no saved student in {path} (missing {vocab_file})")
+    if load_entries(vocab_file) != vocabulary.entries:
+        raise ValueError(f"model.init_from: the entries of {path} differ from those of the vocabulary (data.vocab)")
+    model = BertApproxModel.from_pretrained(path)
+    for key, value in expected_config.items():
+        saved = getattr(model.config, key)
+        if saved != value:
+            raise ValueError(f"model.{key} is {value!r} but the student in {path} (model.init_from) has {saved!r}")
+    table = np.asarray(vocabulary.embeddings, dtype=np.float32)
+    if not np.allclose(model.entry_table.weight.detach().numpy(), table, atol=1e-3):
+        raise ValueError(f"model.init_from: the entry table of {path} differs from the vocabulary's embeddings")
+    model.set_tokenizer(vocabulary.tokenizer())
+    return model

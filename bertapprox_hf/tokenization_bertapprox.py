@@ -9,7 +9,9 @@ A text is normalized and split into words exactly like the teacher's tokenizer d
 3. skip-gram entries ("a <skip> b": two words with 1..``skipgram_max_gap`` words between them) are
    added on top of the longest-match entries.
 
-The bag keeps text order (the model ignores it) and is cut at ``max_bag_size`` (512) entries.
+The bag keeps text order (the model ignores it) and is cut at ``max_bag_size`` (512) entries. With a
+``teacher_window`` (the teacher's maximum sequence length), only the words the teacher reads are used: the
+student then approximates what the teacher embeds, not a text the teacher never saw whole.
 Entry kinds are read from the entry strings themselves, so the vocabulary file is one entry per line.
 
 Copied next to the model as remote code: imports only the standard library, transformers and its
@@ -59,6 +61,8 @@ class BagEncoder:
         strip_accents: bool | None = None,
         skipgram_max_gap: int = 2,
         max_chars_per_word: int = 100,
+        teacher_window: int = 0,
+        wordpiece_entries: int = 0,
     ) -> None:
         self.entries = entries
         self.entry_to_id = {entry: i for i, entry in enumerate(entries)}
@@ -88,6 +92,15 @@ class BagEncoder:
                 self.skipgrams[(first, second)] = i
         self.skip_first = {first for first, _ in self.skipgrams}
         self._word_pieces = lru_cache(maxsize=65536)(self._word_pieces_uncached)
+        # The teacher reads at most teacher_window tokens ([CLS] and [SEP] included): words past them are cut.
+        # Its own whole-word tokens are the wordpiece_entries entries after the special ones (all words if 0).
+        if teacher_window < 0 or wordpiece_entries < 0:
+            raise ValueError("teacher_window and wordpiece_entries must not be negative")
+        self.teacher_window = teacher_window
+        first = next((i for i, entry in enumerate(entries) if entry not in special), len(entries))
+        teacher_words = entries[first : first + wordpiece_entries] if wordpiece_entries else entries
+        self.teacher_words = {e for e in teacher_words if entry_kind(e, special) == "word"}
+        self._teacher_token_count = lru_cache(maxsize=65536)(self._teacher_token_count_uncached)
 
     def _add_ngram(self, words: list[str], entry_id: int) -> None:
         self.max_ngram = max(self.max_ngram, len(words))
@@ -123,6 +136,28 @@ class BagEncoder:
             ids.append(found)
             start = end
         return tuple(ids)
+
+    def _teacher_token_count_uncached(self, word: str) -> int:
+        """Tokens the teacher's WordPiece makes of one word (greedy longest prefix first; 1 for [UNK])."""
+        if len(word) > self.max_chars_per_word:
+            return 1
+        count, start = 0, 0
+        while start < len(word):
+            end = len(word)
+            while end > start:
+                piece = word[start:end]
+                if (PIECE_PREFIX + piece in self.pieces) if start else (piece in self.teacher_words):
+                    break
+                end -= 1
+            if end == start:
+                return 1
+            count += 1
+            start = end
+        return count
+
+    def teacher_token_count(self, text: str) -> int:
+        """Tokens the teacher's tokenizer makes of ``text``, [CLS] and [SEP] included, before its cut."""
+        return 2 + sum(self._teacher_token_count(word) for word in iter_words(text, self.lowercase, self.strip_accents))
 
     def encode(self, text: str, max_entries: int = MAX_BAG_SIZE) -> list[int]:
         """Entry ids of ``text``, at most ``max_entries`` of them."""
@@ -168,10 +203,24 @@ class BagEncoder:
                 bag.append(skip_id)
 
     def _words(self, text: str, max_entries: int) -> list[str]:
-        """Words of ``text``; stops early on huge texts (each word yields at least one entry)."""
+        """Words of ``text`` the teacher reads (all of them without a ``teacher_window``); stops early on huge
+        texts (each word yields at least one entry)."""
         words = []
         limit = max_entries + self.max_ngram + self.skipgram_max_gap + 1
+        window = self.teacher_window - 2  # tokens the teacher reads besides [CLS] and [SEP]
+        exact = False
+        used = 0  # the teacher's tokens of the words kept; until exact, a bound (at most one per character)
         for word in iter_words(text, self.lowercase, self.strip_accents):
+            if self.teacher_window:
+                if not exact:
+                    used += len(word)
+                    if used > window:  # the text may not fit: count exactly from here on
+                        exact = True
+                        used = sum(self._teacher_token_count(w) for w in words)
+                if exact:
+                    used += self._teacher_token_count(word)
+                    if used > window:
+                        break
             words.append(word)
             if len(words) >= limit * self.max_ngram:
                 break
@@ -201,6 +250,8 @@ class BertApproxTokenizer(PreTrainedTokenizer):
         strip_accents: bool | None = None,
         skipgram_max_gap: int = 2,
         model_max_length: int = MAX_BAG_SIZE,
+        teacher_window: int = 0,
+        wordpiece_entries: int = 0,
         **kwargs,
     ) -> None:
         if entries is None:
@@ -217,6 +268,8 @@ class BertApproxTokenizer(PreTrainedTokenizer):
             lowercase=do_lower_case,
             strip_accents=strip_accents,
             skipgram_max_gap=skipgram_max_gap,
+            teacher_window=teacher_window,
+            wordpiece_entries=wordpiece_entries,
         )
         kwargs.setdefault("padding_side", "right")
         super().__init__(
@@ -225,6 +278,8 @@ class BertApproxTokenizer(PreTrainedTokenizer):
             do_lower_case=do_lower_case,
             strip_accents=strip_accents,
             skipgram_max_gap=skipgram_max_gap,
+            teacher_window=teacher_window,
+            wordpiece_entries=wordpiece_entries,
             model_max_length=min(model_max_length, MAX_BAG_SIZE),
             special_tokens_pattern="none",
             **kwargs,

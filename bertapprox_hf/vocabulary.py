@@ -75,8 +75,9 @@ class Vocabulary:
         return dict(Counter(self.kinds()))
 
     def tokenizer(self) -> BertApproxTokenizer:
-        """A tokenizer over these entries, with the teacher's normalization."""
+        """A tokenizer over these entries, with the teacher's normalization and its window (``max_length``)."""
         settings = self.metadata.get("tokenizer", {})
+        kinds = self.kind_counts()
         return BertApproxTokenizer(
             entries=list(self.entries),
             unk_token=self.unk_token,
@@ -84,6 +85,8 @@ class Vocabulary:
             do_lower_case=settings.get("do_lower_case", True),
             strip_accents=settings.get("strip_accents"),
             skipgram_max_gap=settings.get("skipgram_max_gap", 2),
+            teacher_window=int(self.metadata.get("teacher", {}).get("max_length") or 0),
+            wordpiece_entries=kinds.get("wordpiece", 0),
         )
 
     def save(self, folder: str) -> None:

@@ -260,9 +260,15 @@ def test_fidelity_from_a_targets_folder(common, minilm, tmp_path):
     texts = [f"text number {i} about the bank rate and the oil price" for i in range(60)]
     build_targets(texts, minilm, str(tmp_path / "targets"), shard_size=32, show_progress_bar=False)
     argv = ["--targets", str(tmp_path / "targets"), "--val-fraction", "0.3", "--systems", "student"]
-    result = fidelity.main([*argv, *common, "--out", str(tmp_path / "out")])
+    result = fidelity.main([*argv, *common, "--out", str(tmp_path / "out"), "--error-scales", "1", "0.5"])
     assert result["source"]["split"] == "validation" and 5 < result["texts"] < 40
     assert "model2vec" not in result and 0 < result["student"]["all"]["cosine"] <= 1
+    unscaled, halved = result["error_scaling"]["all"]
+    assert unscaled["cosine"] == pytest.approx(result["student"]["all"]["cosine"])
+    assert unscaled["spearman"] == pytest.approx(result["student"]["all"]["spearman"])
+    assert halved["scale"] == 0.5 and halved["cosine"] > unscaled["cosine"]
+    with pytest.raises(ValueError, match="--error-scales must lie in"):
+        fidelity.main([*argv, *common, "--out", str(tmp_path / "out"), "--error-scales", "0"])
 
 
 def test_benchmarks_are_offered_by_the_builtin_plugin(student_dir, minilm_path, bench_cache, tmp_path):  # noqa: F811

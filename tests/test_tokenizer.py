@@ -64,6 +64,43 @@ def test_normalization_matches_the_teacher(minilm, shared_data):
         assert split_words(text) == expected
 
 
+def test_teacher_token_count_equals_the_teachers(minilm, minilm_vocab, shared_data):
+    """The student's tokenizer counts the teacher's tokens exactly, so it can stop where the teacher stops."""
+    encoder = minilm_vocab.tokenizer().bag_encoder
+    texts = read_texts(shared_data / "beir" / "scifact" / "corpus.jsonl", 100)
+    texts += read_texts(TRAIN / "msmarco_v2_passages.jsonl", 200) + ["Café naïve 東京タワー 😀", "", "x" * 150]
+    for text in texts:
+        assert encoder.teacher_token_count(text) == len(minilm.tokenizer(text)["input_ids"]), text[:60]
+
+
+def test_the_bag_covers_the_words_the_teacher_reads(minilm, minilm_vocab, shared_data, tmp_path):
+    tokenizer = minilm_vocab.tokenizer()
+    window = minilm.pooling.max_length
+    assert tokenizer.bag_encoder.teacher_window == window == 256
+    abstracts = read_texts(shared_data / "beir" / "scifact" / "corpus.jsonl", 20)
+    long = " ".join(abstracts[:4])
+    encoding = minilm.tokenizer(long, return_offsets_mapping=True)
+    tokens, offsets = encoding.tokens(), encoding["offset_mapping"]
+    assert len(tokens) > 2 * window
+    unread = window - 1  # [CLS] and window - 2 tokens are read
+    while tokens[unread].startswith("##"):  # a word the teacher reads in part is left out whole
+        unread -= 1
+    read = long[: offsets[unread][0]]
+    assert tokenizer.encode_bags([long]) == tokenizer.encode_bags([read])
+    whole = BertApproxTokenizer.from_entries(minilm_vocab.entries, teacher_window=0)
+    assert len(whole.encode_bags([long])[0]) > len(whole.encode_bags([read])[0])
+    for text in abstracts:  # short texts are read whole
+        if len(minilm.tokenizer(text)["input_ids"]) <= window:
+            assert tokenizer.encode_bags([text]) == whole.encode_bags([text])
+
+    tokenizer.save_pretrained(tmp_path)
+    from transformers import AutoTokenizer
+
+    loaded = AutoTokenizer.from_pretrained(tmp_path, trust_remote_code=True)
+    assert loaded.bag_encoder.teacher_window == window
+    assert loaded.encode_bags([long]) == tokenizer.encode_bags([long])
+
+
 def test_the_bag_is_capped_at_512(tokenizer):
     ids = tokenizer("a " * 2000)["input_ids"]
     assert len(ids) == MAX_BAG_SIZE

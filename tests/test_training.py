@@ -14,6 +14,7 @@ import torch
 from bertapprox_hf.targets import build_targets
 from bertapprox_hf.training import Trainer, load_config
 from bertapprox_hf.training.config import ConfigError
+from bertapprox_hf.training.data import records_containing
 
 from .conftest import REPO, TRAIN, read_texts
 
@@ -95,6 +96,54 @@ def test_resumed_run_ends_with_the_same_weights(inputs, tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
 
 
+def test_a_saved_student_trains_further_with_init_from(inputs, tmp_path):
+    first = Trainer(tiny_config(inputs, tmp_path / "first", "optim.max_steps=12", "eval.every_steps=12"))
+    report = first.train()
+    settings = (f"model.init_from={tmp_path / 'first' / 'best'}", "optim.max_steps=6", "eval.every_steps=6")
+    second = Trainer(tiny_config(inputs, tmp_path / "second", *settings))
+    start = second.evaluate()  # before any step: the saved student, not an untrained one
+    assert start["cosine_all"] == pytest.approx(report["best"]["cosine_all"], abs=1e-5)
+    assert second.train()["steps"] == 6
+
+    with pytest.raises(ValueError, match=r"model.phi_layers is 2 but the student in .* has 1"):
+        Trainer(tiny_config(inputs, tmp_path / "deeper", *settings, "model.phi_layers=2"))
+    with pytest.raises(ConfigError, match="model.init_from: folder not found: /nowhere"):
+        tiny_config(inputs, tmp_path / "none", "model.init_from=/nowhere")
+
+
+def test_records_holding_a_validation_text_are_found():
+    texts = [
+        "The dry period means the temporao will be late this year.",  # a validation sentence
+        "Showers continued. The dry period means the temporao will be late this year. Arrivals rose.",
+        "The dry period means the temporao will be early this year.",  # differs in one word
+        "the dry period means the temporao will be late this year.",  # case differs
+        "Late this year.",
+    ]
+    assert records_containing(texts, np.arange(1, 5), [texts[0]], 8).tolist() == [1]
+    assert records_containing(texts, np.arange(1, 5), [texts[4]], 8).tolist() == []  # too short a probe
+    assert records_containing(texts, np.arange(1, 5), ["late this year."], 3).tolist() == [1, 3]
+
+
+def test_exclude_overlap_keeps_articles_of_validation_sentences_out_of_training(inputs, tiny_teacher, tmp_path):
+    """Whole Reuters articles and their own sentences in one corpus: a validation sentence's article must go."""
+    articles = read_texts(TRAIN / "reuters21578_articles.jsonl", 60)
+    sentences = read_texts(TRAIN / "reuters21578_sentences.jsonl", 400)
+    corpus = tmp_path / "corpus.jsonl"
+    with open(corpus, "w", encoding="utf-8") as handle:
+        for number, text in enumerate(sentences + articles):
+            handle.write(json.dumps({"id": f"r{number}", "text": text}) + "\n")
+    build_targets([str(corpus)], tiny_teacher, str(tmp_path / "targets"), show_progress_bar=False)
+    settings = (f"data.targets={tmp_path / 'targets'}", "data.val_fraction=0.2", "optim.max_steps=1")
+    plain = Trainer(tiny_config(inputs, tmp_path / "plain", *settings)).data
+    val = [plain.texts[i] for i in plain.val_index if len(plain.texts[i].split()) >= 8]
+    leaking = {i for i in plain.train_index if any(v in plain.texts[i] for v in val)}
+    assert leaking and all(plain.texts[i] in articles for i in leaking)
+
+    strict = Trainer(tiny_config(inputs, tmp_path / "strict", *settings, "data.exclude_overlap=8")).data
+    assert strict.excluded == len(leaking) and not leaking & set(strict.train_index.tolist())
+    assert len(strict.train_index) + strict.excluded == len(plain.train_index)
+
+
 def test_two_process_data_parallel_run_on_cpu(inputs, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
@@ -141,6 +190,7 @@ def test_teacher_mismatch_between_targets_and_vocabulary_is_refused(inputs, tmp_
         (["optim.batch_size=big"], "'optim.batch_size' must be int"),
         (["data.vocab=/nowhere/vocab"], "/nowhere/vocab"),
         (["loss.relational_kind=cosine"], "loss.relational_kind"),
+        (["data.exclude_overlap=8", "data.streaming=true"], "data.exclude_overlap"),
     ],
 )
 def test_bad_configuration_names_the_key_or_file(inputs, overrides, message):

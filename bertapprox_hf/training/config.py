@@ -21,6 +21,9 @@ class DataConfig:
     val_fraction: float = 0.02  # share of records held out for validation, chosen by a hash of their id
     max_val: int = 3000  # validation records used at most
     max_train: int = 0  # training records used at most (0: all)
+    # drop training records that contain a validation text of at least this many words verbatim (0: keep all),
+    # e.g. an article whose sentences are validation texts; not when streaming
+    exclude_overlap: int = 0
     length_grouping: bool = True  # batch texts of similar length together (less padding; not when streaming)
     pretokenize: bool = True  # tokenize every text once before training (in parallel) instead of every epoch
     tokenize_workers: int = 0  # processes for that pass (0: one per CPU core; 1: none)
@@ -38,6 +41,9 @@ class ModelConfig:
     dropout: float = 0.0  # dropout inside the residual blocks
     entry_bias: bool = True  # learned per-entry pooling score
     entry_adapter_rank: int = 0  # rank of a learned correction of each entry's embedding (0: none)
+    # a saved student (folder) to start from instead of an untrained one, e.g. to fine-tune it on new texts or
+    # train it a second schedule; same vocabulary, and the keys above must match it
+    init_from: str = ""
 
 
 @dataclass
@@ -183,13 +189,16 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError("config key 'data.vocab' is required")
     if not config.data.targets:
         raise ConfigError("config key 'data.targets' is required")
-    for key, folders in (("vocab", [config.data.vocab]), ("targets", config.data.targets)):
-        for folder in folders:
-            if not os.path.isdir(folder):
-                raise ConfigError(f"data.{key}: folder not found: {folder}")
+    folders = [("data.vocab", config.data.vocab)] + [("data.targets", folder) for folder in config.data.targets]
+    if config.model.init_from:
+        folders.append(("model.init_from", config.model.init_from))
+    for key, folder in folders:
+        if not os.path.isdir(folder):
+            raise ConfigError(f"{key}: folder not found: {folder}")
     checks = [
         ("data.val_fraction", 0 < config.data.val_fraction < 1),
         ("data.tokenize_workers", config.data.tokenize_workers >= 0),
+        ("data.exclude_overlap", config.data.exclude_overlap >= 0),
         ("optim.batch_size", config.optim.batch_size >= 2),
         ("optim.lr", config.optim.lr > 0),
         ("optim.epochs", config.optim.epochs >= 0),
@@ -208,6 +217,8 @@ def validate(config: TrainConfig) -> None:
             section, name = key.split(".")
             value = getattr(getattr(config, section), name)
             raise ConfigError(f"config key '{key}' has an invalid value: {value!r}")
+    if config.data.exclude_overlap and config.data.streaming:
+        raise ConfigError("config key 'data.exclude_overlap' needs the targets in memory (data.streaming: false)")
     if min(config.loss.mse, config.loss.cosine, config.loss.relational) < 0:
         raise ConfigError("loss weights must not be negative")
 

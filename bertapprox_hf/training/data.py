@@ -32,6 +32,29 @@ def is_validation(record_id: str, val_fraction: float) -> bool:
     return int.from_bytes(digest[:4], "little") % HASH_BUCKETS < val_fraction * HASH_BUCKETS
 
 
+def records_containing(texts: list[str], candidates: np.ndarray, probes: list[str], min_words: int) -> np.ndarray:
+    """The candidates (indices into ``texts``) whose words hold a probe's words, in a row, for a probe of
+    ``min_words`` words or more.
+
+    Keeps validation texts out of training when a corpus holds both a document and its sentences,
+    or near-duplicate documents. Words are whitespace-separated and compared verbatim.
+    """
+    wanted: dict[tuple[str, ...], list[str]] = {}
+    for probe in probes:
+        words = probe.split()
+        if len(words) >= min_words:
+            wanted.setdefault(tuple(words[:min_words]), []).append(" ".join(words))
+    found = []
+    for index in candidates if wanted else ():
+        words = texts[index].split()
+        for start in range(len(words) - min_words + 1):
+            heads = wanted.get(tuple(words[start : start + min_words]))
+            if heads and any(" ".join(words[start : start + len(h.split())]) == h for h in heads):
+                found.append(index)
+                break
+    return np.asarray(found, dtype=np.int64)
+
+
 class Batcher:
     """Turns texts and target embeddings into model inputs."""
 
@@ -110,6 +133,13 @@ class TargetData:
         if config.max_train:
             self.train_index = self.train_index[: config.max_train]
         self.val_index = np.flatnonzero(val_mask)[: config.max_val]
+        self.excluded = 0
+        if config.exclude_overlap:
+            overlapping = records_containing(
+                self.texts, self.train_index, [self.texts[i] for i in self.val_index], config.exclude_overlap
+            )
+            self.train_index = np.setdiff1d(self.train_index, overlapping)
+            self.excluded = len(overlapping)
         if len(self.train_index) == 0 or len(self.val_index) < 3:
             raise ValueError(
                 f"{config.targets}: {len(self.train_index)} training and {len(self.val_index)} validation "

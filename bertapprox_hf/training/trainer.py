@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..jsonio import write_json_atomic
-from ..student import create_student
+from ..student import create_student, load_student_to_train
 from ..targets import check_teacher_compatible, read_manifest
 from ..vocabulary import Vocabulary
 from .config import TrainConfig, to_dict
@@ -104,8 +104,13 @@ class Trainer:
         for folder, manifest in zip(config.data.targets, manifests, strict=True):
             check_teacher_compatible(manifest["teacher"], vocabulary.metadata.get("teacher", {}), folder)
         self.teacher = vocabulary.metadata.get("teacher", {})
-        overrides = {k: v for k, v in asdict(config.model).items() if not (k == "hidden_size" and v == 0)}
-        model = create_student(vocabulary, **overrides)
+        architecture = asdict(config.model)
+        init_from = architecture.pop("init_from")
+        architecture["hidden_size"] = architecture["hidden_size"] or vocabulary.dim
+        if init_from:
+            model = load_student_to_train(init_from, vocabulary, **architecture)
+        else:
+            model = create_student(vocabulary, **architecture)
         self.tokenizer = model.get_tokenizer()
         batcher = Batcher(self.tokenizer, model.config.max_bag_size)
         if config.data.streaming:
@@ -320,6 +325,7 @@ class Trainer:
             "trainable_parameters": self.accelerator.unwrap_model(self.model).num_parameters(only_trainable=True),
             "model_dir": os.path.join(self.output_dir, "best"),
             "best": self.best_record(),
+            "excluded_overlap": getattr(self.data, "excluded", 0),  # data.exclude_overlap
             "processes": self.accelerator.num_processes,
             "mixed_precision": self.accelerator.mixed_precision,
         }
