@@ -107,10 +107,13 @@ class BertApproxPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """Load as transformers does, after checking a local folder's weights and vocabulary sizes."""
+        """Load as transformers does, after checking a local folder's weights and vocabulary sizes; the entry
+        table stays frozen."""
         if os.path.isdir(str(pretrained_model_name_or_path)):
             check_model_folder(str(pretrained_model_name_or_path))
-        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        model.entry_table.weight.requires_grad_(False)  # loading gives it a fresh, trainable Parameter
+        return model
 
 
 class BertApproxModel(BertApproxPreTrainedModel):

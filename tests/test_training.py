@@ -103,7 +103,10 @@ def test_a_saved_student_trains_further_with_init_from(inputs, tmp_path):
     second = Trainer(tiny_config(inputs, tmp_path / "second", *settings))
     start = second.evaluate()  # before any step: the saved student, not an untrained one
     assert start["cosine_all"] == pytest.approx(report["best"]["cosine_all"], abs=1e-5)
-    assert second.train()["steps"] == 6
+    table = second.accelerator.unwrap_model(second.model).entry_table.weight.detach().clone()
+    again = second.train()
+    assert again["steps"] == 6 and again["trainable_parameters"] == report["trainable_parameters"]
+    torch.testing.assert_close(second.accelerator.unwrap_model(second.model).entry_table.weight, table)  # frozen
 
     with pytest.raises(ValueError, match=r"model.phi_layers is 2 but the student in .* has 1"):
         Trainer(tiny_config(inputs, tmp_path / "deeper", *settings, "model.phi_layers=2"))
