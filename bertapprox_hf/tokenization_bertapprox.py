@@ -99,7 +99,7 @@ class BagEncoder:
         self.teacher_window = teacher_window
         first = next((i for i, entry in enumerate(entries) if entry not in special), len(entries))
         teacher_words = entries[first : first + wordpiece_entries] if wordpiece_entries else entries
-        self.teacher_words = {e for e in teacher_words if entry_kind(e, special) == "word"}
+        self.teacher_words = {e: self.entry_to_id[e] for e in teacher_words if entry_kind(e, special) == "word"}
         self._teacher_token_count = lru_cache(maxsize=65536)(self._teacher_token_count_uncached)
 
     def _add_ngram(self, words: list[str], entry_id: int) -> None:
@@ -112,8 +112,9 @@ class BagEncoder:
             level[word] = (node_id, children)
             level = children
 
-    def _word_pieces_uncached(self, word: str) -> tuple[int, ...]:
-        """WordPiece (greedy longest prefix first) of one word; the unknown id if it cannot be split."""
+    def _greedy_pieces(self, word: str, first_piece) -> tuple[int, ...]:
+        """WordPiece of one word (greedy longest prefix first), the word's first piece looked up with
+        ``first_piece`` (entry id or -1); the unknown id if the word cannot be split."""
         if len(word) > self.max_chars_per_word:
             return (self.unk_id,)
         ids = []
@@ -123,11 +124,7 @@ class BagEncoder:
             found = -1
             while start < end:
                 piece = word[start:end]
-                if start > 0:
-                    found = self.pieces.get(PIECE_PREFIX + piece, -1)
-                else:
-                    node = self.trie.get(piece)
-                    found = node[0] if node is not None else -1
+                found = self.pieces.get(PIECE_PREFIX + piece, -1) if start > 0 else first_piece(piece)
                 if found >= 0:
                     break
                 end -= 1
@@ -137,23 +134,13 @@ class BagEncoder:
             start = end
         return tuple(ids)
 
+    def _word_pieces_uncached(self, word: str) -> tuple[int, ...]:
+        """The fallback of a word no entry covers: its pieces, any word entry allowed as the first."""
+        return self._greedy_pieces(word, lambda piece: self.trie.get(piece, (-1,))[0])
+
     def _teacher_token_count_uncached(self, word: str) -> int:
-        """Tokens the teacher's WordPiece makes of one word (greedy longest prefix first; 1 for [UNK])."""
-        if len(word) > self.max_chars_per_word:
-            return 1
-        count, start = 0, 0
-        while start < len(word):
-            end = len(word)
-            while end > start:
-                piece = word[start:end]
-                if (PIECE_PREFIX + piece in self.pieces) if start else (piece in self.teacher_words):
-                    break
-                end -= 1
-            if end == start:
-                return 1
-            count += 1
-            start = end
-        return count
+        """Tokens the teacher's WordPiece makes of one word: only its own whole-word tokens start a word."""
+        return len(self._greedy_pieces(word, lambda piece: self.teacher_words.get(piece, -1)))
 
     def teacher_token_count(self, text: str) -> int:
         """Tokens the teacher's tokenizer makes of ``text``, [CLS] and [SEP] included, before its cut."""

@@ -39,17 +39,17 @@ def records_containing(texts: list[str], candidates: np.ndarray, probes: list[st
     Keeps validation texts out of training when a corpus holds both a document and its sentences,
     or near-duplicate documents. Words are whitespace-separated and compared verbatim.
     """
-    wanted: dict[tuple[str, ...], list[str]] = {}
+    wanted: dict[tuple[str, ...], list[list[str]]] = {}  # a probe's first min_words words -> the probes' words
     for probe in probes:
         words = probe.split()
         if len(words) >= min_words:
-            wanted.setdefault(tuple(words[:min_words]), []).append(" ".join(words))
+            wanted.setdefault(tuple(words[:min_words]), []).append(words)
     found = []
     for index in candidates if wanted else ():
         words = texts[index].split()
         for start in range(len(words) - min_words + 1):
-            heads = wanted.get(tuple(words[start : start + min_words]))
-            if heads and any(" ".join(words[start : start + len(h.split())]) == h for h in heads):
+            probes_here = wanted.get(tuple(words[start : start + min_words]), ())
+            if any(words[start : start + len(p)] == p for p in probes_here):
                 found.append(index)
                 break
     return np.asarray(found, dtype=np.int64)
