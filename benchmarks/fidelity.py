@@ -11,7 +11,9 @@ encodes (cached). Per length bucket (``query`` ≤ 12 words, ``sentence``, ``pas
 squared distance, and the Spearman correlation between the two models' pairwise similarity matrices.
 model2vec, in another space, has only the last. With ``--error-scales``, also what the student would
 reach with its errors scaled down (``teacher + a·(student − teacher)``): the cosine a target Spearman
-needs. Writes ``fidelity.json``.
+needs. With ``--word-order``, also the teacher's own embedding of the texts with their words shuffled in
+chunks (:mod:`benchmarks.word_order`): what input without word order supports. Writes ``fidelity.json``
+(and ``word_order.png``).
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import systems
-from .cache import file_identity
+from .cache import file_identity, ids_digest
 from .provenance import provenance
 from .reporting import markdown_table, number, write_results
+from .word_order import DEFAULT_ORDERS, word_order_plot, word_order_scores, word_order_table
 
 PROG = "python -m benchmarks.fidelity"
 FIDELITY_SYSTEMS = ("student", "model2vec")
@@ -179,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--error-scales", type=float, nargs="*", default=[], metavar="A",
                         help="also score teacher + A·(student − teacher) for each A in (0, 1]: the cosine that a "
                         "pairwise Spearman needs")  # fmt: skip
+    parser.add_argument("--word-order", type=int, nargs="*", default=[], metavar="K",
+                        help="also score the teacher on the texts with their words in shuffled chunks of K words "
+                        "(mean over --orders shuffles): what a bag of K-word pieces supports")  # fmt: skip
+    parser.add_argument("--orders", type=int, default=DEFAULT_ORDERS,
+                        help=f"shuffles averaged per chunk size (default {DEFAULT_ORDERS})")  # fmt: skip
     systems.add_arguments(parser, FIDELITY_SYSTEMS)
     return parser
 
@@ -214,6 +222,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(f"fidelity compares {' and '.join(FIDELITY_SYSTEMS)} with the teacher, not {other}")
     if any(not 0 < scale <= 1 for scale in args.error_scales):
         raise ValueError(f"--error-scales must lie in (0, 1], got {args.error_scales}")
+    if any(k < 1 for k in args.word_order) or args.orders < 1:
+        raise ValueError(f"--word-order and --orders must be at least 1, got {args.word_order} and {args.orders}")
     if "student" in compared.names and not args.model:
         raise ValueError("fidelity needs the student (--model)")
     texts, teacher, source = load_texts(args, compared)
@@ -227,12 +237,36 @@ def main(argv: list[str] | None = None) -> dict:
         **evaluate(texts, teacher, compared, similarity, args.error_scales),
         **provenance(PROG, argv),
     }
+    if args.word_order:
+        results["word_order"] = shuffled_teacher(texts, teacher, compared, similarity, args.word_order, args.orders)
     path = write_results(args.out, "fidelity", results)
     print(markdown_table(*fidelity_table(results)))
     if results.get("error_scaling"):
         print(markdown_table(*error_scaling_table(results["error_scaling"])))
+    if results.get("word_order"):
+        print(markdown_table(*word_order_table(results["word_order"], results.get("student", {}))))
+        word_order_plot(results["word_order"], results.get("student", {}), os.path.join(args.out, "word_order.png"))
     print(f"wrote {path}")
     return results
+
+
+def shuffled_teacher(
+    texts: list[str],
+    teacher: np.ndarray,
+    compared: systems.Systems,
+    similarity: str,
+    chunk_sizes: Sequence[int],
+    orders: int,
+    seed: int = 0,
+) -> dict[str, list[dict[str, float]]]:
+    """:func:`benchmarks.word_order.word_order_scores` with the teacher's embeddings cached on disk."""
+    digest = ids_digest(texts)
+
+    def encode(shuffled: list[str], chunk_words: int, order: int) -> np.ndarray:
+        identity = {"texts": digest, "shuffled_chunk_words": chunk_words, "order": order, "seed": seed}
+        return compared.encode("teacher", shuffled, identity, desc=f"chunks of {chunk_words}, order {order + 1}")
+
+    return word_order_scores(texts, teacher, encode, similarity, chunk_sizes, orders, seed)
 
 
 def error_scaling_table(scaling: dict[str, list[dict[str, float]]]) -> tuple[list[str], list[list[str]]]:

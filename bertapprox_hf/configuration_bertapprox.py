@@ -17,6 +17,9 @@ class BertApproxConfig(PretrainedConfig):
         intermediate_size: width inside each residual block.
         num_heads: attention-pooling heads; each has one learned query over its slice of φ.
         entry_bias: add a learned per-entry, per-head pooling score (a learned word weight).
+        pooling_rounds: attention-pooling rounds. Each round after the first adds to every entry's score
+            the dot product of its φ with queries computed from the previous round's pooled vector (a
+            linear map, zero at start), so the weights can depend on the whole text (1: one round).
         entry_adapter_rank: rank of a learned correction added to each entry's embedding
             (``vocab_size × rank + rank × embedding_dim`` parameters; 0: none).
         dropout: dropout inside the residual blocks.
@@ -39,6 +42,7 @@ class BertApproxConfig(PretrainedConfig):
         intermediate_size: int = 1024,
         num_heads: int = 8,
         entry_bias: bool = True,
+        pooling_rounds: int = 1,
         entry_adapter_rank: int = 0,
         dropout: float = 0.0,
         output_dim: int | None = None,
@@ -57,6 +61,7 @@ class BertApproxConfig(PretrainedConfig):
             ("hidden_size", hidden_size),
             ("intermediate_size", intermediate_size),
             ("num_heads", num_heads),
+            ("pooling_rounds", pooling_rounds),
             ("output_dim", output_dim),
             ("max_bag_size", max_bag_size),
         ):
@@ -83,6 +88,7 @@ class BertApproxConfig(PretrainedConfig):
         self.intermediate_size = intermediate_size
         self.num_heads = num_heads
         self.entry_bias = entry_bias
+        self.pooling_rounds = pooling_rounds
         self.entry_adapter_rank = entry_adapter_rank
         self.dropout = dropout
         self.output_dim = output_dim

@@ -10,6 +10,9 @@ Encoding a batch is then: texts → bags of entry ids (concatenated, with length
 softmax per head over each bag (``segment_reduce``) → weighted sum of the gathered ``values`` rows per
 head (one ``embedding_bag`` call over the table seen as ``[vocab * heads, head_dim]``) → ρ. An empty
 bag pools to zero, as in the model. No padding, and no Python loop over texts beyond tokenization.
+A model with further pooling rounds (``pooling_rounds``) repeats the softmax and the sum per round, each
+round's scores plus the gathered rows' dot products with that round's queries (a linear map of the
+previous round's pooled vector).
 
     encoder = Encoder.from_pretrained("path/to/student", dtype="int8")
     embeddings = encoder.encode(["what is the interest rate", "new york city"])   # [2, dim] float32
@@ -198,6 +201,9 @@ class Encoder(ConfigProperties):
         values, scores = self._precompute(model)
         self._scores = scores.to(self.device)
         self._build_values(values)
+        self._context_queries = copy.deepcopy(model.pooling.context_queries).float().to(self.device).eval()
+        for param in self._context_queries.parameters():
+            param.requires_grad_(False)
         self._build_rho(model, rho_dtype)
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
@@ -335,17 +341,40 @@ class Encoder(ConfigProperties):
             out = F.embedding_bag(rows, table, offsets, mode="sum", per_sample_weights=per_sample.to(table.dtype))
         return out.view(heads, b, head_dim).transpose(0, 1).reshape(b, heads * head_dim)
 
+    def _entry_values(self, flat: torch.Tensor) -> torch.Tensor:
+        """The φ rows of ``flat`` entries as float32 ``[n, heads, head_dim]`` (dequantized in int8 mode)."""
+        heads, head_dim = self.num_heads, self.head_dim
+        if self._values is not None:
+            return self._values[flat].float().view(-1, heads, head_dim)
+        if self._int8 is not None:
+            return (self._int8[flat].float() * self._int8_scale[flat, None]).view(-1, heads, head_dim)
+        rows = self._packed.view(-1, heads, self._packed.shape[1])[flat]  # fbgemm rows: codes, scale, bias
+        scale = rows[..., head_dim : head_dim + 4].contiguous().view(torch.float32)
+        return (rows[..., :head_dim].float() - 128.0) * scale
+
+    @staticmethod
+    def _bag_softmax(scores: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Softmax of ``[n, heads]`` scores over each bag of concatenated bags."""
+        peak = torch.segment_reduce(scores, "max", lengths=lengths, unsafe=True)  # empty bags: unused
+        exp = torch.exp(scores - peak.repeat_interleave(lengths, dim=0))
+        total = torch.segment_reduce(exp, "sum", lengths=lengths, unsafe=True)
+        return exp / total.repeat_interleave(lengths, dim=0)
+
     def _pool(self, flat: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Attention pooling of concatenated bags: a masked softmax per head, then the weighted sum."""
+        """Attention pooling of concatenated bags: a masked softmax per head, then the weighted sum (per
+        round)."""
         b = lengths.numel()
         if flat.numel() == 0:
             return torch.zeros(b, self.num_heads * self.head_dim, device=self.device, dtype=self._rho_input_dtype)
         scores = self._scores[flat]  # [n, heads]
-        peak = torch.segment_reduce(scores, "max", lengths=lengths, unsafe=True)  # empty bags: unused
-        exp = torch.exp(scores - peak.repeat_interleave(lengths, dim=0))
-        total = torch.segment_reduce(exp, "sum", lengths=lengths, unsafe=True)
-        weights = exp / total.repeat_interleave(lengths, dim=0)
-        return self._weighted_bag_sum(flat, lengths, weights).to(self._rho_input_dtype)
+        pooled = self._weighted_bag_sum(flat, lengths, self._bag_softmax(scores, lengths))
+        if len(self._context_queries):
+            values = self._entry_values(flat)
+            for context in self._context_queries:
+                queries = context(pooled.float()).repeat_interleave(lengths, dim=0)  # [n, heads, head_dim]
+                extra = (values * queries).sum(-1)
+                pooled = self._weighted_bag_sum(flat, lengths, self._bag_softmax(scores + extra, lengths))
+        return pooled.to(self._rho_input_dtype)
 
     def _embed(self, bags: list[list[int]]) -> torch.Tensor:
         """Embeddings [len(bags), dim] (float32, on the device) of bags of valid entry ids."""

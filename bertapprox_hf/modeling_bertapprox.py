@@ -7,12 +7,14 @@
 * φ is a residual MLP applied to each entry on its own.
 * Attention pooling has ``num_heads`` learned queries; head h scores an entry by its query's dot
   product with the entry's slice of φ plus an optional learned per-entry bias, softmaxes the scores
-  over the bag (padding masked out) and averages that slice.
+  over the bag (padding masked out) and averages that slice. With ``pooling_rounds`` > 1, each further
+  round adds to the scores the dot product of the entry's slice with queries computed from the previous
+  round's pooled vector (a linear map, zero at start): the weights then depend on the whole text.
 * ρ is a residual MLP on the pooled vector followed by a linear map into the teacher's space.
 
 Residual branches start at zero, the queries at zero and the output map at the identity, so an
 untrained model is the plain mean of the entry embeddings and training only adds to that baseline.
-φ and the pooling scores depend on one entry each, so both can be precomputed per entry.
+φ and the first round's pooling scores depend on one entry each, so both can be precomputed per entry.
 
 Copied next to the model as remote code: imports only torch, transformers and sibling modules.
 """
@@ -50,8 +52,25 @@ class ResidualBlock(nn.Module):
         return x + self.down(self.dropout(F.gelu(self.up(self.norm(x)))))
 
 
+class ContextQuery(nn.Module):
+    """The queries of a further pooling round: a linear map of the previous round's pooled vector,
+    ``[batch, hidden] -> [batch, heads, head_dim]``, scaled so that a dot product with an entry's slice is
+    its score. Zero at start: the round then repeats the previous one."""
+
+    def __init__(self, config: BertApproxConfig) -> None:
+        super().__init__()
+        self.num_heads = config.num_heads
+        self.head_dim = config.hidden_size // config.num_heads
+        self.proj = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
+        self.proj.init_rule = "zero"
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        queries = self.proj(pooled.to(self.proj.weight.dtype)) / math.sqrt(self.head_dim)
+        return queries.unflatten(-1, (self.num_heads, self.head_dim))
+
+
 class AttentionPooling(nn.Module):
-    """Multi-head pooling with one learned query per head and a padding mask."""
+    """Multi-head pooling with one learned query per head and a padding mask, in ``pooling_rounds`` rounds."""
 
     def __init__(self, config: BertApproxConfig) -> None:
         super().__init__()
@@ -59,6 +78,7 @@ class AttentionPooling(nn.Module):
         self.head_dim = config.hidden_size // config.num_heads
         self.queries = nn.Parameter(torch.zeros(config.num_heads, self.head_dim))
         self.entry_bias = nn.Embedding(config.vocab_size, config.num_heads) if config.entry_bias else None
+        self.context_queries = nn.ModuleList(ContextQuery(config) for _ in range(config.pooling_rounds - 1))
 
     def scores(self, features: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         """Unnormalized pooling score of each entry for each head: [..., num_heads]."""
@@ -71,11 +91,18 @@ class AttentionPooling(nn.Module):
     def forward(self, features: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Pool [batch, bag, hidden] features with [batch, bag, heads] scores; empty bags pool to 0."""
         mask = mask.unsqueeze(-1).to(torch.bool)
-        scores = scores.float().masked_fill(~mask, torch.finfo(torch.float32).min)
-        weights = torch.softmax(scores, dim=1) * mask  # an all-padding bag gets all-zero weights
         heads = features.unflatten(-1, (self.num_heads, self.head_dim))
-        pooled = torch.einsum("bnh,bnhd->bhd", weights.to(heads.dtype), heads)
-        return pooled.flatten(-2)
+        pooled = self._weighted_sum(heads, scores.float(), mask)
+        for context in self.context_queries:
+            extra = torch.einsum("bnhd,bhd->bnh", heads, context(pooled).to(heads.dtype))
+            pooled = self._weighted_sum(heads, scores.float() + extra.float(), mask)
+        return pooled
+
+    @staticmethod
+    def _weighted_sum(heads: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        scores = scores.masked_fill(~mask, torch.finfo(torch.float32).min)
+        weights = torch.softmax(scores, dim=1) * mask  # an all-padding bag gets all-zero weights
+        return torch.einsum("bnh,bnhd->bhd", weights.to(heads.dtype), heads).flatten(-2)
 
 
 class BertApproxPreTrainedModel(PreTrainedModel):

@@ -37,7 +37,9 @@ def load_student_to_train(path: str, vocabulary: Vocabulary, **expected_config) 
     """A saved student to train further (fine-tuning, a second schedule) on ``vocabulary``'s targets.
 
     Refuses, naming the setting, a student whose entries or entry table differ from the vocabulary's
-    or whose architecture differs from ``expected_config`` (``BertApproxConfig`` arguments).
+    or whose architecture differs from ``expected_config`` (``BertApproxConfig`` arguments). The one
+    exception: ``pooling_rounds`` may exceed the saved student's; the added rounds start at zero, so the
+    model starts as the saved student.
     """
     import os
 
@@ -48,7 +50,14 @@ def load_student_to_train(path: str, vocabulary: Vocabulary, **expected_config) 
         raise FileNotFoundError(f"model.init_from: no saved student in {path} (missing {vocab_file})")
     if load_entries(vocab_file) != vocabulary.entries:
         raise ValueError(f"model.init_from: the entries of {path} differ from those of the vocabulary (data.vocab)")
-    model = BertApproxModel.from_pretrained(path)
+    saved_config = BertApproxConfig.from_pretrained(path)
+    rounds = expected_config.get("pooling_rounds", saved_config.pooling_rounds)
+    if rounds < saved_config.pooling_rounds:
+        raise ValueError(
+            f"model.pooling_rounds is {rounds} but the student in {path} (model.init_from) has "
+            f"{saved_config.pooling_rounds}: rounds can be added, not removed"
+        )
+    model = BertApproxModel.from_pretrained(path, pooling_rounds=rounds)
     for key, value in expected_config.items():
         saved = getattr(model.config, key)
         if saved != value:

@@ -271,6 +271,41 @@ def test_fidelity_from_a_targets_folder(common, minilm, tmp_path):
         fidelity.main([*argv, *common, "--out", str(tmp_path / "out"), "--error-scales", "0"])
 
 
+def test_fidelity_word_order_reference(common, minilm, tmp_path):
+    from bertapprox_hf.targets import build_targets
+
+    texts = [f"the {w} rate rose while oil prices fell in {p} markets" for w in ("bank", "tax", "growth")
+             for p in ("asian", "european", "american", "african", "local")]  # fmt: skip
+    build_targets(texts, minilm, str(tmp_path / "targets"), shard_size=32, show_progress_bar=False)
+    argv = ["--targets", str(tmp_path / "targets"), "--val-fraction", "1", "--systems", "student"]
+    out = tmp_path / "out"
+    result = fidelity.main([*argv, *common, "--out", str(out), "--word-order", "1", "100", "--orders", "2"])
+    shuffled, whole = result["word_order"]["all"]
+    assert shuffled["chunk_words"] == 1 and shuffled["orders"] == 2 and whole["chunk_words"] == 100
+    # a chunk longer than every text keeps it intact: the teacher's own embedding again
+    assert whole["cosine"] == pytest.approx(1.0, abs=1e-4) and whole["spearman"] == pytest.approx(1.0, abs=1e-4)
+    assert 0.5 < shuffled["cosine"] < 0.999 and shuffled["spearman"] < 0.99  # word order matters to the teacher
+    assert (out / "word_order.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="--word-order and --orders must be at least 1"):
+        fidelity.main([*argv, *common, "--out", str(out), "--word-order", "0"])
+
+
+def test_shuffled_chunks_keep_each_chunk_in_order():
+    import random
+
+    from benchmarks.word_order import shuffled_chunks
+
+    text = "one two three four five six seven"
+    shuffled = shuffled_chunks(text, 3, random.Random(0))
+    assert sorted(shuffled.split()) == sorted(text.split())
+    chunks = {"one two three", "four five six", "seven"}
+    assert all(chunk in shuffled for chunk in chunks) and shuffled != text
+    assert shuffled == shuffled_chunks(text, 3, random.Random(0))  # the seed fixes the order
+    assert shuffled_chunks(text, 7, random.Random(1)) == text and shuffled_chunks("", 2, random.Random(0)) == ""
+    with pytest.raises(ValueError, match="chunk_words must be at least 1"):
+        shuffled_chunks(text, 0, random.Random(0))
+
+
 def test_benchmarks_are_offered_by_the_builtin_plugin(student_dir, minilm_path, bench_cache, tmp_path):  # noqa: F811
     from plugins.manager import PluginManager
 

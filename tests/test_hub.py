@@ -279,3 +279,12 @@ def test_push_bad_input_gives_clear_errors(student, tmp_path, capsys, monkeypatc
     monkeypatch.setattr(huggingface_hub, "create_repo", offline)
     assert main(["push", "--model", str(folder), "--repo-id", REPO_ID]) == 2
     assert "upload to the Hub repository bertapprox-test/tiny-student failed" in capsys.readouterr().err
+
+
+def test_card_names_further_pooling_rounds():
+    from bertapprox_hf.model_card.sections import render_details
+
+    config = {"num_heads": 8, "entry_bias": True, "pooling_rounds": 1}
+    assert "rounds" not in render_details({"config": config, "parameters": {}, "report": {}})
+    two = render_details({"config": {**config, "pooling_rounds": 2}, "parameters": {}, "report": {}})
+    assert "8 heads with learned queries and a learned per-entry score; 2 rounds" in two

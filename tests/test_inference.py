@@ -35,7 +35,11 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def tiny_student(tiny_vocab):
-    return trained_student(tiny_vocab, entry_adapter_rank=4)  # the adapter is part of the per-entry tables
+    # the adapter is part of the per-entry tables; a second pooling round re-weights the gathered rows
+    model = trained_student(tiny_vocab, entry_adapter_rank=4, pooling_rounds=2)
+    with torch.no_grad():
+        model.pooling.context_queries[0].proj.weight.normal_(0, 0.5)  # large enough to matter
+    return model
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,9 @@ def trained_looking_model(vocab_size: int = 50, dim: int = 24, **overrides) -> B
     return model
 
 
-def test_output_is_invariant_to_permutation_and_padding():
-    model = trained_looking_model(entry_adapter_rank=3)
+@pytest.mark.parametrize("rounds", [1, 2])
+def test_output_is_invariant_to_permutation_and_padding(rounds):
+    model = trained_looking_model(entry_adapter_rank=3, pooling_rounds=rounds)
     ids = torch.randint(1, 50, (3, 9))
     mask = torch.ones_like(ids)
     base = model(input_ids=ids, attention_mask=mask).pooler_output
@@ -70,6 +71,20 @@ def test_an_untrained_model_is_the_mean_of_its_entries(adapter_rank):
     assert torch.allclose(out, model.entry_table.weight[[2, 5, 7]].mean(0), atol=1e-5)
 
 
+def test_a_pooling_round_at_its_zero_init_repeats_the_first():
+    one = trained_looking_model()
+    two = trained_looking_model(pooling_rounds=2)
+    two.load_state_dict(one.state_dict(), strict=False)  # all but the new round, which stays at zero init
+    torch.nn.init.zeros_(two.pooling.context_queries[0].proj.weight)
+    ids = torch.randint(1, 50, (4, 11))
+    torch.testing.assert_close(two(input_ids=ids).pooler_output, one(input_ids=ids).pooler_output)
+    with torch.no_grad():
+        two.pooling.context_queries[0].proj.weight.normal_(0, 0.3)
+    assert not torch.allclose(two(input_ids=ids).pooler_output, one(input_ids=ids).pooler_output, atol=1e-3)
+    fresh = BertApproxModel(BertApproxConfig(vocab_size=50, embedding_dim=24, num_heads=4, pooling_rounds=3))
+    assert [q.proj.weight.abs().sum().item() for q in fresh.pooling.context_queries] == [0.0, 0.0]
+
+
 def test_default_parameter_count_for_a_768d_teacher_is_1_to_5_million():
     config = BertApproxConfig(vocab_size=60000, embedding_dim=768)
     model = BertApproxModel(config)
@@ -81,7 +96,7 @@ def test_default_parameter_count_for_a_768d_teacher_is_1_to_5_million():
 
 
 def test_gradients_reach_every_trainable_parameter():
-    model = trained_looking_model(entry_adapter_rank=4).train()
+    model = trained_looking_model(entry_adapter_rank=4, pooling_rounds=2).train()
     out = model(input_ids=torch.randint(1, 50, (4, 6))).pooler_output
     out.pow(2).sum().backward()
     for name, param in model.named_parameters():
@@ -106,6 +121,7 @@ def test_bad_inputs_get_clear_errors():
         ({"similarity": "l2"}, "similarity"),
         ({"vocab_size": 0}, "vocab_size"),
         ({"dropout": 1.5}, "dropout"),
+        ({"pooling_rounds": 0}, "pooling_rounds"),
     ],
 )
 def test_bad_configs_are_refused(kwargs, message):

@@ -110,6 +110,18 @@ def test_a_saved_student_trains_further_with_init_from(inputs, tmp_path):
 
     with pytest.raises(ValueError, match=r"model.phi_layers is 2 but the student in .* has 1"):
         Trainer(tiny_config(inputs, tmp_path / "deeper", *settings, "model.phi_layers=2"))
+
+    # a pooling round can be added: it starts at zero, so training starts from the saved student's metrics
+    rounds = Trainer(tiny_config(inputs, tmp_path / "rounds", *settings, "model.pooling_rounds=2"))
+    context = rounds.accelerator.unwrap_model(rounds.model).pooling.context_queries
+    assert len(context) == 1 and context[0].proj.weight.abs().sum() == 0
+    assert rounds.evaluate()["cosine_all"] == pytest.approx(report["best"]["cosine_all"], abs=1e-5)
+    hidden = rounds.accelerator.unwrap_model(rounds.model).config.hidden_size
+    grown = rounds.train()
+    assert grown["trainable_parameters"] == report["trainable_parameters"] + hidden * hidden
+    assert context[0].proj.weight.abs().sum() > 0  # and it trains
+    with pytest.raises(ValueError, match="rounds can be added, not removed"):
+        Trainer(tiny_config(inputs, tmp_path / "fewer", f"model.init_from={tmp_path / 'rounds' / 'best'}"))
     with pytest.raises(ConfigError, match="model.init_from: folder not found: /nowhere"):
         tiny_config(inputs, tmp_path / "none", "model.init_from=/nowhere")
 

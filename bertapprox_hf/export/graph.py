@@ -3,8 +3,9 @@
 φ and the pooling scores depend on one entry each, so (as in :class:`~bertapprox_hf.inference.Encoder`)
 they are computed once for the whole vocabulary and stored as two tables; the graph then only
 gathers rows, softmaxes the scores over each bag (padding masked out), takes the weighted sum per
-head and applies ρ. Every op is plain (Gather, Softmax, Einsum, Gemm, LayerNorm, Gelu), so ONNX
-and TorchScript export it with dynamic batch and bag axes.
+head (again per further pooling round, its scores plus the rows' dot products with queries computed from
+the previous round's pooled vector) and applies ρ. Every op is plain (Gather, Softmax, Einsum, Gemm,
+LayerNorm, Gelu), so ONNX and TorchScript export it with dynamic batch and bag axes.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class BagEmbeddingGraph(nn.Module):
         values, scores = entry_tables(model)
         self.register_buffer(VALUES_NAME, values)
         self.register_buffer(SCORES_NAME, scores)
+        self.context_queries = copy.deepcopy(model.pooling.context_queries).float()
         self.rho = nn.Sequential(*copy.deepcopy(list(model.rho)), copy.deepcopy(model.output_projection)).float()
         self.eval()
         for param in self.parameters():
@@ -49,14 +51,20 @@ class BagEmbeddingGraph(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         mask = attention_mask.unsqueeze(-1) > 0
         scores = F.embedding(input_ids, self.entry_scores)
-        scores = scores.masked_fill(~mask, self.mask_value)
-        weights = torch.softmax(scores, dim=1) * mask.to(scores.dtype)  # an all-padding bag: all zero
         values = F.embedding(input_ids, self.entry_values).unflatten(-1, (self.num_heads, self.head_dim))
-        pooled = torch.einsum("bnh,bnhd->bhd", weights, values).flatten(-2)
+        pooled = self._weighted_sum(scores, values, mask)
+        for context in self.context_queries:
+            extra = torch.einsum("bnhd,bhd->bnh", values, context(pooled))
+            pooled = self._weighted_sum(scores + extra, values, mask)
         out = self.rho(pooled)
         if self.normalize:
             out = F.normalize(out, dim=-1)
         return out
+
+    def _weighted_sum(self, scores: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        scores = scores.masked_fill(~mask, self.mask_value)
+        weights = torch.softmax(scores, dim=1) * mask.to(scores.dtype)  # an all-padding bag: all zero
+        return torch.einsum("bnh,bnhd->bhd", weights, values).flatten(-2)
 
 
 @torch.inference_mode()

@@ -87,7 +87,12 @@ def render_details(sources: dict) -> str:
         [
             "pooling",
             f"attention, {config.get('num_heads')} heads with learned queries"
-            + (" and a learned per-entry score" if config.get("entry_bias") else ""),
+            + (" and a learned per-entry score" if config.get("entry_bias") else "")
+            + (
+                f"; {config['pooling_rounds']} rounds (queries of each further round from the previous pooled vector)"
+                if (config.get("pooling_rounds") or 1) > 1
+                else ""
+            ),
         ],
         ["ρ (per text)", f"{config.get('rho_layers')} residual MLP block(s) and a linear map"],
         ["entry adapter rank", str(config.get("entry_adapter_rank") or 0)],

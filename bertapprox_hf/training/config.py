@@ -40,9 +40,12 @@ class ModelConfig:
     rho_layers: int = 1  # residual blocks in ρ
     dropout: float = 0.0  # dropout inside the residual blocks
     entry_bias: bool = True  # learned per-entry pooling score
+    # pooling rounds: each after the first re-weights the entries with queries computed from the previous
+    # round's pooled vector (+hidden² parameters per round); init_from may add rounds to a saved student
+    pooling_rounds: int = 1
     entry_adapter_rank: int = 0  # rank of a learned correction of each entry's embedding (0: none)
     # a saved student (folder) to start from instead of an untrained one, e.g. to fine-tune it on new texts or
-    # train it a second schedule; same vocabulary, and the keys above must match it
+    # train it a second schedule; same vocabulary, and the keys above must match it (pooling_rounds may be higher)
     init_from: str = ""
 
 
