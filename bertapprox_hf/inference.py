@@ -48,6 +48,7 @@ DTYPES = {
     "int8": torch.int8,
 }
 PRECOMPUTE_CHUNK = 8192  # entries per φ call when the tables are built
+ROUND_CHUNK = 1024  # entries per step of a further pooling round on CPU: its temporaries stay in cache
 
 
 def _dtype_name(dtype: str | torch.dtype) -> str:
@@ -345,10 +346,11 @@ class Encoder(ConfigProperties):
         """The φ rows of ``flat`` entries as float32 ``[n, heads, head_dim]`` (dequantized in int8 mode)."""
         heads, head_dim = self.num_heads, self.head_dim
         if self._values is not None:
-            return self._values[flat].float().view(-1, heads, head_dim)
+            return self._values.index_select(0, flat).float().view(-1, heads, head_dim)
         if self._int8 is not None:
-            return (self._int8[flat].float() * self._int8_scale[flat, None]).view(-1, heads, head_dim)
-        rows = self._packed.view(-1, heads, self._packed.shape[1])[flat]  # fbgemm rows: codes, scale, bias
+            rows = self._int8.index_select(0, flat).float() * self._int8_scale.index_select(0, flat)[:, None]
+            return rows.view(-1, heads, head_dim)
+        rows = self._packed.view(-1, heads, self._packed.shape[1]).index_select(0, flat)  # codes, scale, bias
         scale = rows[..., head_dim : head_dim + 4].contiguous().view(torch.float32)
         return (rows[..., :head_dim].float() - 128.0) * scale
 
@@ -369,12 +371,24 @@ class Encoder(ConfigProperties):
         scores = self._scores[flat]  # [n, heads]
         pooled = self._weighted_bag_sum(flat, lengths, self._bag_softmax(scores, lengths))
         if len(self._context_queries):
-            values = self._entry_values(flat)
+            bag_of_entry = torch.repeat_interleave(torch.arange(b, device=flat.device), lengths)
             for context in self._context_queries:
-                queries = context(pooled.float()).repeat_interleave(lengths, dim=0)  # [n, heads, head_dim]
-                extra = (values * queries).sum(-1)
+                extra = self._round_scores(flat, bag_of_entry, context(pooled.float()))
                 pooled = self._weighted_bag_sum(flat, lengths, self._bag_softmax(scores + extra, lengths))
         return pooled.to(self._rho_input_dtype)
+
+    def _round_scores(self, flat: torch.Tensor, bag_of_entry: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        """Each entry's φ rows dotted with its bag's ``queries`` ([bags, heads, head_dim]), per head: [n, heads].
+        In chunks on CPU (no bag-sized temporaries), at once elsewhere."""
+        n = flat.numel()
+        step = ROUND_CHUNK if self.device.type == "cpu" else max(n, 1)
+        rows = queries.reshape(queries.shape[0], -1)
+        out = torch.empty(n, self.num_heads, device=flat.device)
+        for start in range(0, n, step):
+            stop = min(start + step, n)
+            own = rows.index_select(0, bag_of_entry[start:stop]).view(-1, self.num_heads, self.head_dim)
+            out[start:stop] = (self._entry_values(flat[start:stop]) * own).sum(-1)
+        return out
 
     def _embed(self, bags: list[list[int]]) -> torch.Tensor:
         """Embeddings [len(bags), dim] (float32, on the device) of bags of valid entry ids."""
