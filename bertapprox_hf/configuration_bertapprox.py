@@ -17,9 +17,10 @@ class BertApproxConfig(PretrainedConfig):
         intermediate_size: width inside each residual block.
         num_heads: attention-pooling heads; each has one learned query over its slice of φ.
         entry_bias: add a learned per-entry, per-head pooling score (a learned word weight).
-        pooling_rounds: attention-pooling rounds. Each round after the first adds to every entry's score
-            the dot product of its φ with queries computed from the previous round's pooled vector (a
-            linear map, zero at start), so the weights can depend on the whole text (1: one round).
+        pooling_rounds: attention-pooling rounds. Each round after the first adds to every entry's
+            previous score the dot product of its φ with queries computed from the previous round's pooled
+            vector (a linear map, zero at start: a new round repeats the last), so the weights can depend
+            on the whole text (1: one round).
         entry_adapter_rank: rank of a learned correction added to each entry's embedding
             (``vocab_size × rank + rank × embedding_dim`` parameters; 0: none).
         dropout: dropout inside the residual blocks.

@@ -11,8 +11,8 @@ softmax per head over each bag (``segment_reduce``) → weighted sum of the gath
 head (one ``embedding_bag`` call over the table seen as ``[vocab * heads, head_dim]``) → ρ. An empty
 bag pools to zero, as in the model. No padding, and no Python loop over texts beyond tokenization.
 A model with further pooling rounds (``pooling_rounds``) repeats the softmax and the sum per round, each
-round's scores plus the gathered rows' dot products with that round's queries (a linear map of the
-previous round's pooled vector).
+round's scores being the previous round's plus the gathered rows' dot products with that round's queries
+(a linear map of the previous round's pooled vector).
 
     encoder = Encoder.from_pretrained("path/to/student", dtype="int8")
     embeddings = encoder.encode(["what is the interest rate", "new york city"])   # [2, dim] float32
@@ -373,8 +373,8 @@ class Encoder(ConfigProperties):
         if len(self._context_queries):
             bag_of_entry = torch.repeat_interleave(torch.arange(b, device=flat.device), lengths)
             for context in self._context_queries:
-                extra = self._round_scores(flat, bag_of_entry, context(pooled.float()))
-                pooled = self._weighted_bag_sum(flat, lengths, self._bag_softmax(scores + extra, lengths))
+                scores = scores + self._round_scores(flat, bag_of_entry, context(pooled.float()))
+                pooled = self._weighted_bag_sum(flat, lengths, self._bag_softmax(scores, lengths))
         return pooled.to(self._rho_input_dtype)
 
     def _round_scores(self, flat: torch.Tensor, bag_of_entry: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:

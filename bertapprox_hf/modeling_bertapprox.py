@@ -8,8 +8,9 @@
 * Attention pooling has ``num_heads`` learned queries; head h scores an entry by its query's dot
   product with the entry's slice of φ plus an optional learned per-entry bias, softmaxes the scores
   over the bag (padding masked out) and averages that slice. With ``pooling_rounds`` > 1, each further
-  round adds to the scores the dot product of the entry's slice with queries computed from the previous
-  round's pooled vector (a linear map, zero at start): the weights then depend on the whole text.
+  round adds to the previous round's scores the dot product of the entry's slice with queries computed
+  from the previous round's pooled vector (a linear map, zero at start): the weights then depend on the
+  whole text, and a new round starts as a repeat of the last one.
 * ρ is a residual MLP on the pooled vector followed by a linear map into the teacher's space.
 
 Residual branches start at zero, the queries at zero and the output map at the identity, so an
@@ -92,10 +93,11 @@ class AttentionPooling(nn.Module):
         """Pool [batch, bag, hidden] features with [batch, bag, heads] scores; empty bags pool to 0."""
         mask = mask.unsqueeze(-1).to(torch.bool)
         heads = features.unflatten(-1, (self.num_heads, self.head_dim))
-        pooled = self._weighted_sum(heads, scores.float(), mask)
-        for context in self.context_queries:
-            extra = torch.einsum("bnhd,bhd->bnh", heads, context(pooled).to(heads.dtype))
-            pooled = self._weighted_sum(heads, scores.float() + extra.float(), mask)
+        scores = scores.float()
+        pooled = self._weighted_sum(heads, scores, mask)
+        for context in self.context_queries:  # each round refines the previous round's scores
+            scores = scores + torch.einsum("bnhd,bhd->bnh", heads, context(pooled).to(heads.dtype)).float()
+            pooled = self._weighted_sum(heads, scores, mask)
         return pooled
 
     @staticmethod

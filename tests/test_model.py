@@ -83,6 +83,11 @@ def test_a_pooling_round_at_its_zero_init_repeats_the_first():
     assert not torch.allclose(two(input_ids=ids).pooler_output, one(input_ids=ids).pooler_output, atol=1e-3)
     fresh = BertApproxModel(BertApproxConfig(vocab_size=50, embedding_dim=24, num_heads=4, pooling_rounds=3))
     assert [q.proj.weight.abs().sum().item() for q in fresh.pooling.context_queries] == [0.0, 0.0]
+    # a third round at zero repeats the (trained) second one, not the first
+    three = trained_looking_model(pooling_rounds=3)
+    three.load_state_dict(two.state_dict(), strict=False)
+    torch.nn.init.zeros_(three.pooling.context_queries[1].proj.weight)
+    torch.testing.assert_close(three(input_ids=ids).pooler_output, two(input_ids=ids).pooler_output)
 
 
 def test_default_parameter_count_for_a_768d_teacher_is_1_to_5_million():

@@ -3,8 +3,8 @@
 φ and the pooling scores depend on one entry each, so (as in :class:`~bertapprox_hf.inference.Encoder`)
 they are computed once for the whole vocabulary and stored as two tables; the graph then only
 gathers rows, softmaxes the scores over each bag (padding masked out), takes the weighted sum per
-head (again per further pooling round, its scores plus the rows' dot products with queries computed from
-the previous round's pooled vector) and applies ρ. Every op is plain (Gather, Softmax, Einsum, Gemm,
+head (again per further pooling round, the previous scores plus the rows' dot products with queries computed
+from the previous round's pooled vector) and applies ρ. Every op is plain (Gather, Softmax, Einsum, Gemm,
 LayerNorm, Gelu), so ONNX and TorchScript export it with dynamic batch and bag axes.
 """
 
@@ -53,9 +53,9 @@ class BagEmbeddingGraph(nn.Module):
         scores = F.embedding(input_ids, self.entry_scores)
         values = F.embedding(input_ids, self.entry_values).unflatten(-1, (self.num_heads, self.head_dim))
         pooled = self._weighted_sum(scores, values, mask)
-        for context in self.context_queries:
-            extra = torch.einsum("bnhd,bhd->bnh", values, context(pooled))
-            pooled = self._weighted_sum(scores + extra, values, mask)
+        for context in self.context_queries:  # each round refines the previous round's scores
+            scores = scores + torch.einsum("bnhd,bhd->bnh", values, context(pooled))
+            pooled = self._weighted_sum(scores, values, mask)
         out = self.rho(pooled)
         if self.normalize:
             out = F.normalize(out, dim=-1)
