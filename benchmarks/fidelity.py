@@ -28,7 +28,7 @@ from . import systems
 from .cache import file_identity, ids_digest
 from .provenance import provenance
 from .reporting import markdown_table, number, write_results
-from .word_order import DEFAULT_ORDERS, word_order_plot, word_order_scores, word_order_table
+from .word_order import DEFAULT_ORDERS, mean_shuffled_embedding, word_order_plot, word_order_table
 
 PROG = "python -m benchmarks.fidelity"
 FIDELITY_SYSTEMS = ("student", "model2vec")
@@ -259,14 +259,29 @@ def shuffled_teacher(
     orders: int,
     seed: int = 0,
 ) -> dict[str, list[dict[str, float]]]:
-    """:func:`benchmarks.word_order.word_order_scores` with the teacher's embeddings cached on disk."""
+    """Per bucket, for each chunk size: cosine and pairwise Spearman of the teacher's mean embedding of the texts
+    in shuffled chunks (:func:`benchmarks.word_order.mean_shuffled_embedding`; embeddings cached on disk)."""
+    from bertapprox_hf.training.metrics import fidelity
+
     digest = ids_digest(texts)
 
     def encode(shuffled: list[str], chunk_words: int, order: int) -> np.ndarray:
         identity = {"texts": digest, "shuffled_chunk_words": chunk_words, "order": order, "seed": seed}
         return compared.encode("teacher", shuffled, identity, desc=f"chunks of {chunk_words}, order {order + 1}")
 
-    return word_order_scores(texts, teacher, encode, similarity, chunk_sizes, orders, seed)
+    rows: dict[str, list[dict[str, float]]] = {}
+    for chunk_words in chunk_sizes:
+        mean = mean_shuffled_embedding(texts, encode, chunk_words, orders, seed)
+        for bucket, metrics in by_bucket(fidelity(mean, teacher, texts, similarity)).items():
+            rows.setdefault(bucket, []).append(
+                {
+                    "chunk_words": chunk_words,
+                    "orders": orders,
+                    "cosine": metrics["cosine"],
+                    "spearman": metrics["spearman"],
+                }
+            )
+    return rows
 
 
 def error_scaling_table(scaling: dict[str, list[dict[str, float]]]) -> tuple[list[str], list[list[str]]]:

@@ -31,40 +31,23 @@ def shuffled_chunks(text: str, chunk_words: int, rng: random.Random) -> str:
     return " ".join(word for chunk in chunks for word in chunk)
 
 
-def word_order_scores(
+def mean_shuffled_embedding(
     texts: Sequence[str],
-    teacher: np.ndarray,
     encode: Callable[[list[str], int, int], np.ndarray],
-    similarity: str,
-    chunk_sizes: Sequence[int],
+    chunk_words: int,
     orders: int = DEFAULT_ORDERS,
     seed: int = 0,
-) -> dict[str, list[dict[str, float]]]:
-    """Per bucket, for each chunk size: cosine and pairwise Spearman of the teacher's mean embedding over
-    ``orders`` shuffles. ``encode(shuffled_texts, chunk_words, order)`` returns the teacher's embeddings."""
-    from bertapprox_hf.training.metrics import fidelity
-
-    from .fidelity import by_bucket
-
+) -> np.ndarray:
+    """The mean over ``orders`` shuffles of the teacher's embeddings of ``texts`` with their words in shuffled
+    chunks of ``chunk_words``; ``encode(shuffled_texts, chunk_words, order)`` returns the teacher's embeddings."""
     if orders < 1:
         raise ValueError(f"--orders must be at least 1, got {orders}")
-    rows: dict[str, list[dict[str, float]]] = {}
-    for chunk_words in chunk_sizes:
-        total = np.zeros_like(teacher, dtype=np.float64)
-        for order in range(orders):
-            rng = random.Random(f"{seed}-{chunk_words}-{order}")
-            total += encode([shuffled_chunks(text, chunk_words, rng) for text in texts], chunk_words, order)
-        mean = (total / orders).astype(np.float32)
-        for bucket, metrics in by_bucket(fidelity(mean, teacher, list(texts), similarity)).items():
-            rows.setdefault(bucket, []).append(
-                {
-                    "chunk_words": chunk_words,
-                    "orders": orders,
-                    "cosine": metrics["cosine"],
-                    "spearman": metrics["spearman"],
-                }
-            )
-    return rows
+    total = None
+    for order in range(orders):
+        rng = random.Random(f"{seed}-{chunk_words}-{order}")
+        rows = encode([shuffled_chunks(text, chunk_words, rng) for text in texts], chunk_words, order)
+        total = rows.astype(np.float64) if total is None else total + rows
+    return (total / orders).astype(np.float32)
 
 
 def word_order_table(

@@ -202,9 +202,8 @@ class Encoder(ConfigProperties):
         values, scores = self._precompute(model)
         self._scores = scores.to(self.device)
         self._build_values(values)
-        self._context_queries = copy.deepcopy(model.pooling.context_queries).float().to(self.device).eval()
-        for param in self._context_queries.parameters():
-            param.requires_grad_(False)
+        contexts = copy.deepcopy(model.pooling.context_queries).float().to(self.device)
+        self._context_queries = contexts.eval().requires_grad_(False)
         self._build_rho(model, rho_dtype)
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
