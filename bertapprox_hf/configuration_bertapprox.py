@@ -21,6 +21,10 @@ class BertApproxConfig(PretrainedConfig):
             previous score the dot product of its φ with queries computed from the previous round's pooled
             vector (a linear map, zero at start: a new round repeats the last), so the weights can depend
             on the whole text (1: one round).
+        context_layers: blocks after pooling that update each entry's φ with the pooled vector of its
+            text (a residual MLP on ``LN(φ) + U·pooled``, zero at start), each followed by pooling again with
+            the last round's weights: interaction between entries, computed per text (0: none).
+        context_intermediate_size: width inside those blocks (0: ``intermediate_size``).
         entry_adapter_rank: rank of a learned correction added to each entry's embedding
             (``vocab_size × rank + rank × embedding_dim`` parameters; 0: none).
         dropout: dropout inside the residual blocks.
@@ -44,6 +48,8 @@ class BertApproxConfig(PretrainedConfig):
         num_heads: int = 8,
         entry_bias: bool = True,
         pooling_rounds: int = 1,
+        context_layers: int = 0,
+        context_intermediate_size: int = 0,
         entry_adapter_rank: int = 0,
         dropout: float = 0.0,
         output_dim: int | None = None,
@@ -72,6 +78,8 @@ class BertApproxConfig(PretrainedConfig):
             ("phi_layers", phi_layers),
             ("rho_layers", rho_layers),
             ("entry_adapter_rank", entry_adapter_rank),
+            ("context_layers", context_layers),
+            ("context_intermediate_size", context_intermediate_size),
         ):
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"BertApproxConfig.{name} must be a non-negative integer, got {value!r}")
@@ -90,6 +98,8 @@ class BertApproxConfig(PretrainedConfig):
         self.num_heads = num_heads
         self.entry_bias = entry_bias
         self.pooling_rounds = pooling_rounds
+        self.context_layers = context_layers
+        self.context_intermediate_size = context_intermediate_size
         self.entry_adapter_rank = entry_adapter_rank
         self.dropout = dropout
         self.output_dim = output_dim

@@ -12,7 +12,9 @@ head (one ``embedding_bag`` call over the table seen as ``[vocab * heads, head_d
 bag pools to zero, as in the model. No padding, and no Python loop over texts beyond tokenization.
 A model with further pooling rounds (``pooling_rounds``) repeats the softmax and the sum per round, each
 round's scores being the previous round's plus the gathered rows' dot products with that round's queries
-(a linear map of the previous round's pooled vector).
+(a linear map of the previous round's pooled vector). A model with context blocks (``context_layers``)
+then updates the gathered rows of each bag with its pooled vector (an MLP per entry, in float32) and sums
+them again with the last round's weights: the one step whose cost grows with bag size × block width.
 
     encoder = Encoder.from_pretrained("path/to/student", dtype="int8")
     embeddings = encoder.encode(["what is the interest rate", "new york city"])   # [2, dim] float32
@@ -48,6 +50,7 @@ DTYPES = {
     "int8": torch.int8,
 }
 PRECOMPUTE_CHUNK = 8192  # entries per φ call when the tables are built
+CONTEXT_CHUNK = 4096  # entries per step of a context block on CPU
 ROUND_CHUNK = 1024  # entries per step of a further pooling round on CPU: its temporaries stay in cache
 
 
@@ -204,6 +207,8 @@ class Encoder(ConfigProperties):
         self._build_values(values)
         contexts = copy.deepcopy(model.pooling.context_queries).float().to(self.device)
         self._context_queries = contexts.eval().requires_grad_(False)
+        blocks = copy.deepcopy(model.context_blocks).float().to(self.device)
+        self._context_blocks = blocks.eval().requires_grad_(False)
         self._build_rho(model, rho_dtype)
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
@@ -368,13 +373,42 @@ class Encoder(ConfigProperties):
         if flat.numel() == 0:
             return torch.zeros(b, self.num_heads * self.head_dim, device=self.device, dtype=self._rho_input_dtype)
         scores = self._scores[flat]  # [n, heads]
-        pooled = self._weighted_bag_sum(flat, lengths, self._bag_softmax(scores, lengths))
-        if len(self._context_queries):
+        weights = self._bag_softmax(scores, lengths)
+        pooled = self._weighted_bag_sum(flat, lengths, weights)
+        if len(self._context_queries) or len(self._context_blocks):
             bag_of_entry = torch.repeat_interleave(torch.arange(b, device=flat.device), lengths)
             for context in self._context_queries:
                 scores = scores + self._round_scores(flat, bag_of_entry, context(pooled.float()))
-                pooled = self._weighted_bag_sum(flat, lengths, self._bag_softmax(scores, lengths))
+                weights = self._bag_softmax(scores, lengths)
+                pooled = self._weighted_bag_sum(flat, lengths, weights)
+            if len(self._context_blocks):
+                pooled = self._context_pool(flat, lengths, bag_of_entry, weights, pooled)
         return pooled.to(self._rho_input_dtype)
+
+    def _context_pool(
+        self,
+        flat: torch.Tensor,
+        lengths: torch.Tensor,
+        bag_of_entry: torch.Tensor,
+        weights: torch.Tensor,
+        pooled: torch.Tensor,
+    ) -> torch.Tensor:
+        """The context blocks on the bags' gathered φ rows, each followed by the weighted sum per head with
+        the last round's ``weights``: [bags, hidden] float32."""
+        heads, head_dim = self.num_heads, self.head_dim
+        n = flat.numel()
+        step = CONTEXT_CHUNK if self.device.type == "cpu" else max(n, 1)
+        rows = self._entry_values(flat).reshape(n, heads * head_dim)  # float32 [n, hidden]
+        pooled = pooled.float()
+        for block in self._context_blocks:
+            updated = torch.empty_like(rows)
+            for start in range(0, n, step):  # the block's [chunk, inner] temporaries stay small
+                stop = min(start + step, n)
+                updated[start:stop] = block(rows[start:stop], pooled.index_select(0, bag_of_entry[start:stop]))
+            rows = updated
+            weighted = (rows.view(n, heads, head_dim) * weights.unsqueeze(-1)).view(n, heads * head_dim)
+            pooled = torch.segment_reduce(weighted, "sum", lengths=lengths, unsafe=True)
+        return pooled
 
     def _round_scores(self, flat: torch.Tensor, bag_of_entry: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
         """Each entry's φ rows dotted with its bag's ``queries`` ([bags, heads, head_dim]), per head: [n, heads].

@@ -70,6 +70,28 @@ class ContextQuery(nn.Module):
         return queries.unflatten(-1, (self.num_heads, self.head_dim))
 
 
+class ContextBlock(nn.Module):
+    """A residual MLP on each entry that also sees the text's pooled vector: ``x + W₂·GELU(W₁·(LN(x) + U·c))``.
+
+    The one step where entries interact (through ``c``, the pooling of the whole bag), the equivariant
+    layer of DeepSets; its φ then depends on the text, so it runs per bag at inference. W₂ starts at
+    zero (identity at start)."""
+
+    def __init__(self, size: int, inner: int, dropout: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(size)
+        self.context = nn.Linear(size, size, bias=False)
+        self.up = nn.Linear(size, inner)
+        self.down = nn.Linear(inner, size)
+        self.dropout = nn.Dropout(dropout)
+        self.down.init_rule = "zero"
+
+    def forward(self, x: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        """``x`` [..., hidden] entries, ``pooled`` their texts' pooled vectors, broadcastable to ``x``."""
+        hidden = self.norm(x) + self.context(pooled)
+        return x + self.down(self.dropout(F.gelu(self.up(hidden))))
+
+
 class AttentionPooling(nn.Module):
     """Multi-head pooling with one learned query per head and a padding mask, in ``pooling_rounds`` rounds."""
 
@@ -89,8 +111,11 @@ class AttentionPooling(nn.Module):
             scores = scores + self.entry_bias(input_ids).to(scores.dtype)
         return scores
 
-    def forward(self, features: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Pool [batch, bag, hidden] features with [batch, bag, heads] scores; empty bags pool to 0."""
+    def forward(
+        self, features: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor, return_scores: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Pool [batch, bag, hidden] features with [batch, bag, heads] scores; empty bags pool to 0.
+        With ``return_scores``, also the last round's scores."""
         mask = mask.unsqueeze(-1).to(torch.bool)
         heads = features.unflatten(-1, (self.num_heads, self.head_dim))
         scores = scores.float()
@@ -98,7 +123,12 @@ class AttentionPooling(nn.Module):
         for context in self.context_queries:  # each round refines the previous round's scores
             scores = scores + torch.einsum("bnhd,bhd->bnh", heads, context(pooled).to(heads.dtype)).float()
             pooled = self._weighted_sum(heads, scores, mask)
-        return pooled
+        return (pooled, scores) if return_scores else pooled
+
+    def pool_with(self, features: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Pool features with given scores (no further rounds)."""
+        heads = features.unflatten(-1, (self.num_heads, self.head_dim))
+        return self._weighted_sum(heads, scores, mask.unsqueeze(-1).to(torch.bool))
 
     @staticmethod
     def _weighted_sum(heads: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -165,6 +195,12 @@ class BertApproxModel(BertApproxPreTrainedModel):
             ]
         )
         self.pooling = AttentionPooling(config)
+        self.context_blocks = nn.ModuleList(
+            ContextBlock(
+                config.hidden_size, config.context_intermediate_size or config.intermediate_size, config.dropout
+            )
+            for _ in range(config.context_layers)
+        )
         self.rho = nn.Sequential(
             *[
                 ResidualBlock(config.hidden_size, config.intermediate_size, config.dropout)
@@ -225,7 +261,10 @@ class BertApproxModel(BertApproxPreTrainedModel):
         unique_features = self._phi(unique_ids)
         features = unique_features[inverse]
         scores = self.pooling.scores(unique_features, unique_ids)[inverse]
-        pooled = self.pooling(features, scores, attention_mask)
+        pooled, scores = self.pooling(features, scores, attention_mask, return_scores=True)
+        for block in self.context_blocks:  # entries see the text; pooled again with the same weights
+            features = block(features, pooled.unsqueeze(1))
+            pooled = self.pooling.pool_with(features, scores, attention_mask)
         embedding = self.embed_pooled(pooled)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if not return_dict:

@@ -37,9 +37,10 @@ def load_student_to_train(path: str, vocabulary: Vocabulary, **expected_config) 
     """A saved student to train further (fine-tuning, a second schedule) on ``vocabulary``'s targets.
 
     Refuses, naming the setting, a student whose entries or entry table differ from the vocabulary's
-    or whose architecture differs from ``expected_config`` (``BertApproxConfig`` arguments). The one
-    exception: ``pooling_rounds`` may exceed the saved student's; the added rounds start at zero, so the
-    model starts as the saved student.
+    or whose architecture differs from ``expected_config`` (``BertApproxConfig`` arguments). The exceptions
+    are the parts that start at zero: ``pooling_rounds`` and ``context_layers`` may exceed the saved
+    student's (with any ``context_intermediate_size`` when it had no context block), so the model starts as
+    the saved student.
     """
     import os
 
@@ -51,13 +52,18 @@ def load_student_to_train(path: str, vocabulary: Vocabulary, **expected_config) 
     if load_entries(vocab_file) != vocabulary.entries:
         raise ValueError(f"model.init_from: the entries of {path} differ from those of the vocabulary (data.vocab)")
     saved_config = BertApproxConfig.from_pretrained(path)
-    rounds = expected_config.get("pooling_rounds", saved_config.pooling_rounds)
-    if rounds < saved_config.pooling_rounds:
-        raise ValueError(
-            f"model.pooling_rounds is {rounds} but the student in {path} (model.init_from) has "
-            f"{saved_config.pooling_rounds}: rounds can be added, not removed"
-        )
-    model = BertApproxModel.from_pretrained(path, pooling_rounds=rounds)
+    growable = {}
+    for key, what in (("pooling_rounds", "rounds"), ("context_layers", "context blocks")):
+        value = expected_config.get(key, getattr(saved_config, key))
+        if value < getattr(saved_config, key):
+            raise ValueError(
+                f"model.{key} is {value} but the student in {path} (model.init_from) has "
+                f"{getattr(saved_config, key)}: {what} can be added, not removed"
+            )
+        growable[key] = value
+    if not saved_config.context_layers and "context_intermediate_size" in expected_config:
+        growable["context_intermediate_size"] = expected_config["context_intermediate_size"]
+    model = BertApproxModel.from_pretrained(path, **growable)
     for key, value in expected_config.items():
         saved = getattr(model.config, key)
         if saved != value:

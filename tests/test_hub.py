@@ -281,10 +281,14 @@ def test_push_bad_input_gives_clear_errors(student, tmp_path, capsys, monkeypatc
     assert "upload to the Hub repository bertapprox-test/tiny-student failed" in capsys.readouterr().err
 
 
-def test_card_names_further_pooling_rounds():
+def test_card_names_further_pooling_rounds_and_context_blocks():
     from bertapprox_hf.model_card.sections import render_details
 
     config = {"num_heads": 8, "entry_bias": True, "pooling_rounds": 1}
     assert "rounds" not in render_details({"config": config, "parameters": {}, "report": {}})
     two = render_details({"config": {**config, "pooling_rounds": 2}, "parameters": {}, "report": {}})
     assert "8 heads with learned queries and a learned per-entry score; 2 rounds" in two
+    assert "| 0 residual MLP block(s) on each entry" in two
+    blocks = {**config, "context_layers": 1, "intermediate_size": 1024, "context_intermediate_size": 256}
+    card = render_details({"config": blocks, "parameters": {}, "report": {}})
+    assert "1 residual MLP block(s) on each entry's φ plus its text's pooled vector, inner 256" in card

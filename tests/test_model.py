@@ -19,9 +19,9 @@ def trained_looking_model(vocab_size: int = 50, dim: int = 24, **overrides) -> B
     return model
 
 
-@pytest.mark.parametrize("rounds", [1, 2])
-def test_output_is_invariant_to_permutation_and_padding(rounds):
-    model = trained_looking_model(entry_adapter_rank=3, pooling_rounds=rounds)
+@pytest.mark.parametrize(("rounds", "context_layers"), [(1, 0), (2, 0), (2, 1)])
+def test_output_is_invariant_to_permutation_and_padding(rounds, context_layers):
+    model = trained_looking_model(entry_adapter_rank=3, pooling_rounds=rounds, context_layers=context_layers)
     ids = torch.randint(1, 50, (3, 9))
     mask = torch.ones_like(ids)
     base = model(input_ids=ids, attention_mask=mask).pooler_output
@@ -90,6 +90,29 @@ def test_a_pooling_round_at_its_zero_init_repeats_the_first():
     torch.testing.assert_close(three(input_ids=ids).pooler_output, two(input_ids=ids).pooler_output)
 
 
+def test_a_context_block_starts_as_the_model_without_it_and_lets_entries_interact():
+    plain = trained_looking_model(pooling_rounds=2)
+    with_block = trained_looking_model(pooling_rounds=2, context_layers=1)
+    with_block.load_state_dict(plain.state_dict(), strict=False)
+    torch.nn.init.zeros_(with_block.context_blocks[0].down.weight)  # its zero init
+    torch.nn.init.zeros_(with_block.context_blocks[0].down.bias)
+    ids = torch.randint(1, 50, (4, 11))
+    torch.testing.assert_close(with_block(input_ids=ids).pooler_output, plain(input_ids=ids).pooler_output)
+    fresh = BertApproxModel(BertApproxConfig(vocab_size=50, embedding_dim=24, num_heads=4, context_layers=2))
+    assert all(block.down.weight.abs().sum().item() == 0.0 for block in fresh.context_blocks)
+    # trained, an entry's contribution depends on the rest of its bag: not a sum of per-entry terms
+    trained = trained_looking_model(context_layers=1)
+    plain_one = trained_looking_model()
+    plain_one.load_state_dict(trained.state_dict(), strict=False)
+    a, b = torch.tensor([[3, 4, 5]]), torch.tensor([[3, 4, 6]])
+    differences = [
+        model(input_ids=a).last_hidden_state[0, :2] - model(input_ids=b).last_hidden_state[0, :2]
+        for model in (trained, plain_one)
+    ]
+    assert differences[0].abs().max() > 1e-3  # φ of entries 3 and 4 changed with their neighbour
+    assert differences[1].abs().max() == 0.0  # without the block φ is per entry
+
+
 def test_default_parameter_count_for_a_768d_teacher_is_1_to_5_million():
     config = BertApproxConfig(vocab_size=60000, embedding_dim=768)
     model = BertApproxModel(config)
@@ -101,7 +124,7 @@ def test_default_parameter_count_for_a_768d_teacher_is_1_to_5_million():
 
 
 def test_gradients_reach_every_trainable_parameter():
-    model = trained_looking_model(entry_adapter_rank=4, pooling_rounds=2).train()
+    model = trained_looking_model(entry_adapter_rank=4, pooling_rounds=2, context_layers=1).train()
     out = model(input_ids=torch.randint(1, 50, (4, 6))).pooler_output
     out.pow(2).sum().backward()
     for name, param in model.named_parameters():
@@ -127,6 +150,7 @@ def test_bad_inputs_get_clear_errors():
         ({"vocab_size": 0}, "vocab_size"),
         ({"dropout": 1.5}, "dropout"),
         ({"pooling_rounds": 0}, "pooling_rounds"),
+        ({"context_layers": -1}, "context_layers"),
     ],
 )
 def test_bad_configs_are_refused(kwargs, message):

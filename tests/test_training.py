@@ -122,6 +122,17 @@ def test_a_saved_student_trains_further_with_init_from(inputs, tmp_path):
     assert context[0].proj.weight.abs().sum() > 0  # and it trains
     with pytest.raises(ValueError, match="rounds can be added, not removed"):
         Trainer(tiny_config(inputs, tmp_path / "fewer", f"model.init_from={tmp_path / 'rounds' / 'best'}"))
+
+    # so can a context block, of its own width: zero at start too
+    added = ("model.context_layers=1", "model.context_intermediate_size=16")
+    blocks = Trainer(tiny_config(inputs, tmp_path / "context", *settings, *added))
+    assert blocks.evaluate()["cosine_all"] == pytest.approx(report["best"]["cosine_all"], abs=1e-5)
+    block = blocks.accelerator.unwrap_model(blocks.model).context_blocks[0]
+    assert block.up.out_features == 16 and block.down.weight.abs().sum() == 0
+    blocks.train()
+    assert block.down.weight.abs().sum() > 0  # and it trains
+    with pytest.raises(ValueError, match="context blocks can be added, not removed"):
+        Trainer(tiny_config(inputs, tmp_path / "fewer", f"model.init_from={tmp_path / 'context' / 'best'}"))
     with pytest.raises(ConfigError, match="model.init_from: folder not found: /nowhere"):
         tiny_config(inputs, tmp_path / "none", "model.init_from=/nowhere")
 

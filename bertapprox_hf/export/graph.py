@@ -4,7 +4,8 @@
 they are computed once for the whole vocabulary and stored as two tables; the graph then only
 gathers rows, softmaxes the scores over each bag (padding masked out), takes the weighted sum per
 head (again per further pooling round, the previous scores plus the rows' dot products with queries computed
-from the previous round's pooled vector) and applies ρ. Every op is plain (Gather, Softmax, Einsum, Gemm,
+from the previous round's pooled vector), runs the optional context blocks on the gathered rows (each then
+summed again with the last round's weights) and applies ρ. Every op is plain (Gather, Softmax, Einsum, Gemm,
 LayerNorm, Gelu), so ONNX and TorchScript export it with dynamic batch and bag axes.
 """
 
@@ -43,6 +44,7 @@ class BagEmbeddingGraph(nn.Module):
         self.register_buffer(VALUES_NAME, values)
         self.register_buffer(SCORES_NAME, scores)
         self.context_queries = copy.deepcopy(model.pooling.context_queries).float()
+        self.context_blocks = copy.deepcopy(model.context_blocks).float()
         self.rho = nn.Sequential(*copy.deepcopy(list(model.rho)), copy.deepcopy(model.output_projection)).float()
         self.eval()
         for param in self.parameters():
@@ -52,19 +54,24 @@ class BagEmbeddingGraph(nn.Module):
         mask = attention_mask.unsqueeze(-1) > 0
         scores = F.embedding(input_ids, self.entry_scores)
         values = F.embedding(input_ids, self.entry_values).unflatten(-1, (self.num_heads, self.head_dim))
-        pooled = self._weighted_sum(scores, values, mask)
+        weights = self._weights(scores, mask)
+        pooled = torch.einsum("bnh,bnhd->bhd", weights, values).flatten(-2)
         for context in self.context_queries:  # each round refines the previous round's scores
             scores = scores + torch.einsum("bnhd,bhd->bnh", values, context(pooled))
-            pooled = self._weighted_sum(scores, values, mask)
+            weights = self._weights(scores, mask)
+            pooled = torch.einsum("bnh,bnhd->bhd", weights, values).flatten(-2)
+        for block in self.context_blocks:  # entries updated with their text's pooled vector, same weights
+            values = block(values.flatten(-2), pooled.unsqueeze(1)).unflatten(-1, (self.num_heads, self.head_dim))
+            pooled = torch.einsum("bnh,bnhd->bhd", weights, values).flatten(-2)
         out = self.rho(pooled)
         if self.normalize:
             out = F.normalize(out, dim=-1)
         return out
 
-    def _weighted_sum(self, scores: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _weights(self, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Softmax of [batch, bag, heads] scores over each bag; an all-padding bag gets all zero."""
         scores = scores.masked_fill(~mask, self.mask_value)
-        weights = torch.softmax(scores, dim=1) * mask.to(scores.dtype)  # an all-padding bag: all zero
-        return torch.einsum("bnh,bnhd->bhd", weights, values).flatten(-2)
+        return torch.softmax(scores, dim=1) * mask.to(scores.dtype)
 
 
 @torch.inference_mode()

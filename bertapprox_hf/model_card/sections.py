@@ -94,6 +94,11 @@ def render_details(sources: dict) -> str:
                 else ""
             ),
         ],
+        [
+            "context blocks (per entry, per text)",
+            f"{config.get('context_layers') or 0} residual MLP block(s) on each entry's φ plus its text's pooled "
+            f"vector, inner {config.get('context_intermediate_size') or config.get('intermediate_size')}",
+        ],
         ["ρ (per text)", f"{config.get('rho_layers')} residual MLP block(s) and a linear map"],
         ["entry adapter rank", str(config.get("entry_adapter_rank") or 0)],
         ["bag size", f"at most {config.get('max_bag_size')} entries a text"],

@@ -43,6 +43,10 @@ class ModelConfig:
     # pooling rounds: each after the first re-weights the entries with queries computed from the previous
     # round's pooled vector (+hidden² parameters per round); init_from may add rounds to a saved student
     pooling_rounds: int = 1
+    # blocks after pooling that update each entry's φ with its text's pooled vector, then pool again:
+    # interaction between entries, computed per text at inference (0: none)
+    context_layers: int = 0
+    context_intermediate_size: int = 0  # width inside those blocks (0: intermediate_size)
     entry_adapter_rank: int = 0  # rank of a learned correction of each entry's embedding (0: none)
     # a saved student (folder) to start from instead of an untrained one, e.g. to fine-tune it on new texts or
     # train it a second schedule; same vocabulary, and the keys above must match it (pooling_rounds may be higher)
