@@ -312,3 +312,18 @@ def test_training_on_cuda_in_bf16(inputs, tmp_path):
     evals = [r for r in trainer.state.history if r["event"] == "eval"]
     assert report["steps"] == 20 and evals[-1]["mse_all"] < evals[0]["mse_all"]
     assert (tmp_path / "cuda" / "best" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("path", sorted(str(p) for p in (REPO / "configs").glob("*.yaml")))
+def test_every_shipped_recipe_is_a_valid_config(path, tmp_path, monkeypatch):
+    """Each recipe in configs/ names only known keys with valid values (its folders made empty here)."""
+    monkeypatch.setenv("BERTAPPROX_WORK", str(tmp_path))
+    for _ in range(10):
+        try:
+            config = load_config(path)
+            break
+        except ConfigError as error:
+            folder = str(error).partition("folder not found: ")[2]
+            assert folder.startswith(str(tmp_path)), error  # anything but a missing folder is a broken recipe
+            os.makedirs(folder)
+    assert config.data.vocab.startswith(str(tmp_path)) and config.data.targets
