@@ -13,8 +13,10 @@ bag pools to zero, as in the model. No padding, and no Python loop over texts be
 A model with further pooling rounds (``pooling_rounds``) repeats the softmax and the sum per round, each
 round's scores being the previous round's plus the gathered rows' dot products with that round's queries
 (a linear map of the previous round's pooled vector). A model with context blocks (``context_layers``)
-then updates the gathered rows of each bag with its pooled vector (an MLP per entry, in float32) and sums
-them again with the last round's weights: the one step whose cost grows with bag size × block width.
+then updates the gathered rows of each bag with its pooled vector and sums them again with the last round's
+weights: the one step whose cost grows with bag size × block width. A single block's first layer splits into
+a per-entry part, precomputed as one more table (``up(LN(φ))``, [vocab, inner]), and a per-text part, so
+per entry it costs a gather, an add and a GELU; stacked blocks run the MLP on every gathered row (float32).
 
     encoder = Encoder.from_pretrained("path/to/student", dtype="int8")
     embeddings = encoder.encode(["what is the interest rate", "new york city"])   # [2, dim] float32
@@ -209,6 +211,7 @@ class Encoder(ConfigProperties):
         self._context_queries = contexts.eval().requires_grad_(False)
         blocks = copy.deepcopy(model.context_blocks).float().to(self.device)
         self._context_blocks = blocks.eval().requires_grad_(False)
+        self._context_table = self._precompute_context(values) if len(blocks) == 1 else None
         self._build_rho(model, rho_dtype)
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
@@ -263,6 +266,22 @@ class Encoder(ConfigProperties):
         finally:
             model.train(was_training)
         return torch.cat(values), torch.cat(scores)
+
+    @torch.inference_mode()
+    def _precompute_context(self, values: torch.Tensor) -> torch.Tensor:
+        """A single context block's first layer on every entry's own part, ``up(LN(φ))``: [vocab, inner].
+
+        ``up(LN(φ) + U·c) = up(LN(φ)) + W_up·U·c``, so per text only the second term is new: the block then
+        costs a gather, an add and a GELU per entry, a weighted sum per head and the per-head ``down`` map per
+        text, instead of two matrix products per entry. Stored in the values' precision (float32 for int8).
+        """
+        block = self._context_blocks[0]
+        dtype = torch.float32 if self.dtype == "int8" else DTYPES[self.dtype]
+        rows = []
+        for start in range(0, self.vocab_size, PRECOMPUTE_CHUNK):
+            chunk = values[start : start + PRECOMPUTE_CHUNK].to(self.device)
+            rows.append(block.up(block.norm(chunk)).to(dtype))
+        return torch.cat(rows).contiguous()
 
     def _build_values(self, values: torch.Tensor) -> None:
         """The table that pooling sums rows of, in the chosen precision."""
@@ -381,9 +400,61 @@ class Encoder(ConfigProperties):
                 scores = scores + self._round_scores(flat, bag_of_entry, context(pooled.float()))
                 weights = self._bag_softmax(scores, lengths)
                 pooled = self._weighted_bag_sum(flat, lengths, weights)
-            if len(self._context_blocks):
+            if self._context_table is not None:
+                pooled = self._context_pool_precomputed(flat, lengths, bag_of_entry, weights, pooled)
+            elif len(self._context_blocks):
                 pooled = self._context_pool(flat, lengths, bag_of_entry, weights, pooled)
         return pooled.to(self._rho_input_dtype)
+
+    def _context_pool_precomputed(
+        self,
+        flat: torch.Tensor,
+        lengths: torch.Tensor,
+        bag_of_entry: torch.Tensor,
+        weights: torch.Tensor,
+        pooled: torch.Tensor,
+    ) -> torch.Tensor:
+        """One context block from its precomputed table: per head h, ``pooled_h + down_h(Σⱼ wⱼₕ·GELU(up(LN(φⱼ))
+        + W_up·U·c)) + b_h·Σⱼ wⱼₕ``, equal to the block on every row followed by the weighted sum."""
+        block = self._context_blocks[0]
+        heads, head_dim = self.num_heads, self.head_dim
+        b = lengths.numel()
+        pooled = pooled.float()
+        text_part = F.linear(block.context(pooled), block.up.weight)  # [bags, inner]; the bias is in the table
+        inner = text_part.shape[1]
+        mixed = torch.zeros(heads, b, inner, device=flat.device)
+        head = torch.arange(heads, device=flat.device)
+        ends = torch.cumsum(lengths, 0)
+        for first, last in self._bag_chunks(lengths):  # whole bags, about CONTEXT_CHUNK entries at a time
+            start = int(ends[first - 1]) if first else 0
+            stop = int(ends[last - 1])
+            rows = self._context_table.index_select(0, flat[start:stop]).float()
+            gelu = F.gelu(rows + text_part.index_select(0, bag_of_entry[start:stop]))  # [m, inner]
+            m = stop - start
+            starts = ends[first:last] - lengths[first:last] - start
+            offsets = (starts[None, :] + m * head[:, None]).reshape(-1)  # head-major bags, as in the first sum
+            indices = torch.arange(m, device=flat.device).repeat(heads)
+            per_sample = weights[start:stop].t().reshape(-1)
+            summed = F.embedding_bag(indices, gelu, offsets, mode="sum", per_sample_weights=per_sample)
+            mixed[:, first:last] = summed.view(heads, last - first, inner)
+        down = block.down.weight.view(heads, head_dim, inner)
+        delta = torch.einsum("hbk,hdk->bhd", mixed, down)
+        mass = torch.segment_reduce(weights, "sum", lengths=lengths, unsafe=True)  # 1 per head, 0 if empty
+        delta = delta + mass[:, :, None] * block.down.bias.view(heads, head_dim)
+        return pooled + delta.reshape(b, heads * head_dim)
+
+    def _bag_chunks(self, lengths: torch.Tensor) -> list[tuple[int, int]]:
+        """Consecutive ranges of whole bags of about ``CONTEXT_CHUNK`` entries each on CPU (one range elsewhere)."""
+        if self.device.type != "cpu":
+            return [(0, lengths.numel())]
+        chunks, first, size = [], 0, 0
+        for index, length in enumerate(lengths.tolist()):
+            if size and size + length > CONTEXT_CHUNK:
+                chunks.append((first, index))
+                first, size = index, 0
+            size += length
+        chunks.append((first, lengths.numel()))
+        return chunks
 
     def _context_pool(
         self,

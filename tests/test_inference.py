@@ -89,6 +89,27 @@ def test_float32_equals_forward_on_random_bags(tiny_student, tiny_encoder):
         np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
 
 
+def test_context_blocks_equal_the_model_in_chunks_and_when_stacked(tiny_vocab, tiny_student, monkeypatch):
+    generator = np.random.default_rng(1)
+    vocab = tiny_student.config.vocab_size
+    bags = [[], [5], *[generator.integers(0, vocab, generator.integers(0, 60)).tolist() for _ in range(40)], []]
+    # one block runs from its precomputed table, here in chunks of a few bags (a bag never splits)
+    monkeypatch.setattr(inference, "CONTEXT_CHUNK", 50)
+    chunked = Encoder.from_pretrained(tiny_student, device="cpu", cache_size=0)
+    np.testing.assert_allclose(chunked.embed_bags(bags, batch_size=16), forward_bags(tiny_student, bags), atol=1e-5)
+    # two blocks: the second sees the first's output, so both run on the gathered rows
+    stacked = trained_student(tiny_vocab, pooling_rounds=2, context_layers=2)
+    with torch.no_grad():
+        for block in stacked.context_blocks:
+            block.down.weight.normal_(0, 0.2)
+    encoder = Encoder.from_pretrained(stacked, device="cpu", cache_size=0)
+    expected = forward_bags(stacked, bags)
+    np.testing.assert_allclose(encoder.embed_bags(bags, batch_size=16), expected, atol=1e-5)
+    one = trained_student(tiny_vocab, pooling_rounds=2, context_layers=1)
+    one.load_state_dict(stacked.state_dict(), strict=False)
+    assert np.abs(forward_bags(one, bags) - expected).max() > 1e-3  # the second block mattered
+
+
 def test_float32_equals_the_model_on_real_text(tiny_student, tiny_encoder, minilm_student, minilm_encoder, real_texts):
     for model, encoder in ((tiny_student, tiny_encoder), (minilm_student, minilm_encoder)):
         np.testing.assert_allclose(encoder.encode(real_texts), model.encode(real_texts), atol=1e-5, rtol=0)
