@@ -212,6 +212,8 @@ class Encoder(ConfigProperties):
         blocks = copy.deepcopy(model.context_blocks).float().to(self.device)
         self._context_blocks = blocks.eval().requires_grad_(False)
         self._context_table = self._precompute_context(values) if len(blocks) == 1 else None
+        if self._context_table is not None:  # the text's part of the first layer, W_up·U, as one matrix
+            self._context_up = blocks[0].up.weight @ blocks[0].context.weight
         self._build_rho(model, rho_dtype)
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
@@ -420,7 +422,7 @@ class Encoder(ConfigProperties):
         heads, head_dim = self.num_heads, self.head_dim
         b = lengths.numel()
         pooled = pooled.float()
-        text_part = F.linear(block.context(pooled), block.up.weight)  # [bags, inner]; the bias is in the table
+        text_part = F.linear(pooled, self._context_up)  # [bags, inner]; the bias is in the table
         inner = text_part.shape[1]
         mixed = torch.zeros(heads, b, inner, device=flat.device)
         head = torch.arange(heads, device=flat.device)
