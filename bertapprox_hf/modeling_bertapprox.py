@@ -70,21 +70,16 @@ class ContextQuery(nn.Module):
         return queries.unflatten(-1, (self.num_heads, self.head_dim))
 
 
-class ContextBlock(nn.Module):
-    """A residual MLP on each entry that also sees the text's pooled vector: ``x + W₂·GELU(W₁·(LN(x) + U·c))``.
+class ContextBlock(ResidualBlock):
+    """A residual block on each entry that also sees its text's pooled vector: ``x + W₂·GELU(W₁·(LN(x) + U·c))``.
 
     The one step where entries interact (through ``c``, the pooling of the whole bag), the equivariant
     layer of DeepSets; its φ then depends on the text, so it runs per bag at inference. W₂ starts at
     zero (identity at start)."""
 
     def __init__(self, size: int, inner: int, dropout: float) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(size)
+        super().__init__(size, inner, dropout)
         self.context = nn.Linear(size, size, bias=False)
-        self.up = nn.Linear(size, inner)
-        self.down = nn.Linear(inner, size)
-        self.dropout = nn.Dropout(dropout)
-        self.down.init_rule = "zero"
 
     def forward(self, x: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
         """``x`` [..., hidden] entries, ``pooled`` their texts' pooled vectors, broadcastable to ``x``."""
@@ -112,29 +107,31 @@ class AttentionPooling(nn.Module):
         return scores
 
     def forward(
-        self, features: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor, return_scores: bool = False
+        self, features: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor, return_weights: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Pool [batch, bag, hidden] features with [batch, bag, heads] scores; empty bags pool to 0.
-        With ``return_scores``, also the last round's scores."""
+        With ``return_weights``, also the last round's pooling weights ([batch, bag, heads])."""
         mask = mask.unsqueeze(-1).to(torch.bool)
         heads = features.unflatten(-1, (self.num_heads, self.head_dim))
         scores = scores.float()
-        pooled = self._weighted_sum(heads, scores, mask)
+        weights = self._weights(scores, mask)
+        pooled = self.weighted_sum(features, weights)
         for context in self.context_queries:  # each round refines the previous round's scores
             scores = scores + torch.einsum("bnhd,bhd->bnh", heads, context(pooled).to(heads.dtype)).float()
-            pooled = self._weighted_sum(heads, scores, mask)
-        return (pooled, scores) if return_scores else pooled
+            weights = self._weights(scores, mask)
+            pooled = self.weighted_sum(features, weights)
+        return (pooled, weights) if return_weights else pooled
 
-    def pool_with(self, features: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Pool features with given scores (no further rounds)."""
+    def weighted_sum(self, features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Σ over the bag of each head's weight times that head's slice of the features: [batch, hidden]."""
         heads = features.unflatten(-1, (self.num_heads, self.head_dim))
-        return self._weighted_sum(heads, scores, mask.unsqueeze(-1).to(torch.bool))
+        return torch.einsum("bnh,bnhd->bhd", weights.to(heads.dtype), heads).flatten(-2)
 
     @staticmethod
-    def _weighted_sum(heads: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _weights(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Softmax of the scores over each bag; an all-padding bag gets all-zero weights."""
         scores = scores.masked_fill(~mask, torch.finfo(torch.float32).min)
-        weights = torch.softmax(scores, dim=1) * mask  # an all-padding bag gets all-zero weights
-        return torch.einsum("bnh,bnhd->bhd", weights.to(heads.dtype), heads).flatten(-2)
+        return torch.softmax(scores, dim=1) * mask
 
 
 class BertApproxPreTrainedModel(PreTrainedModel):
@@ -261,10 +258,10 @@ class BertApproxModel(BertApproxPreTrainedModel):
         unique_features = self._phi(unique_ids)
         features = unique_features[inverse]
         scores = self.pooling.scores(unique_features, unique_ids)[inverse]
-        pooled, scores = self.pooling(features, scores, attention_mask, return_scores=True)
+        pooled, weights = self.pooling(features, scores, attention_mask, return_weights=True)
         for block in self.context_blocks:  # entries see the text; pooled again with the same weights
             features = block(features, pooled.unsqueeze(1))
-            pooled = self.pooling.pool_with(features, scores, attention_mask)
+            pooled = self.pooling.weighted_sum(features, weights)
         embedding = self.embed_pooled(pooled)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if not return_dict:
