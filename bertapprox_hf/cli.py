@@ -20,6 +20,14 @@ def _add_vocab_build(sub) -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--max-per-source", type=int, default=None, help="texts taken from each file at most")
     parser.add_argument("--max-texts", type=int, default=None, help="texts taken in all at most")
+    parser.add_argument(
+        "--crops",
+        type=int,
+        default=0,
+        help="instead of the texts, this many crops (random runs of words) of each long text: more passage-like "
+        "training texts (see bertapprox_hf/crops.py)",
+    )
+    parser.add_argument("--crop-min-words", type=int, default=41, help="texts shorter than this give no crops")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
     defaults = VocabularyConfig()
     for field in fields(VocabularyConfig):
@@ -80,6 +88,14 @@ def _add_targets_build(sub) -> None:
         "--skip-per-source", type=int, default=0, help="skip the first texts of each file (to extend an earlier set)"
     )
     parser.add_argument("--max-texts", type=int, default=None, help="texts taken in all at most")
+    parser.add_argument(
+        "--crops",
+        type=int,
+        default=0,
+        help="instead of the texts, this many crops (random runs of words) of each long text: more passage-like "
+        "training texts (see bertapprox_hf/crops.py)",
+    )
+    parser.add_argument("--crop-min-words", type=int, default=41, help="texts shorter than this give no crops")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: this process's accelerator)")
 
 
@@ -132,10 +148,13 @@ def _targets_build(args) -> int:
                 "max_per_source": args.max_per_source,
                 "skip_per_source": args.skip_per_source,
                 "max_texts": args.max_texts,
+                **({"crops_per_text": args.crops, "crop_min_words": args.crop_min_words} if args.crops else {}),
             },
             max_per_source=args.max_per_source,
             skip_per_source=args.skip_per_source,
             max_records=args.max_texts,
+            crops_per_text=args.crops,
+            crop_min_words=args.crop_min_words,
         )
         if count > 1:
             state.wait_for_everyone()

@@ -77,6 +77,8 @@ def iter_records(
     max_per_source: int | None = None,
     max_records: int | None = None,
     skip_per_source: int = 0,
+    crops_per_text: int = 0,
+    crop_min_words: int = 41,
 ) -> Iterator[Record]:
     """Records of any supported corpus.
 
@@ -86,11 +88,17 @@ def iter_records(
         max_per_source: take at most this many records from each file (balances a mix of sources).
         skip_per_source: first skip this many records of each file (to add the next texts of the same sources
             to an earlier set: ``skip_per_source=15000`` continues one made with ``max_per_source=15000``).
+        crops_per_text: instead of the records, that many crops of each record of ``crop_min_words`` words or
+            more (see :mod:`bertapprox_hf.crops`); ``max_records`` then counts crops.
         max_records: stop after this many records in all.
     """
     if skip_per_source < 0:
         raise ValueError(f"skip_per_source must not be negative, got {skip_per_source}")
     stream = _records(source, text_field, title_field, max_per_source, skip_per_source)
+    if crops_per_text:
+        from .crops import crop_records
+
+        stream = crop_records(stream, crops_per_text, crop_min_words)
     return itertools.islice(stream, max_records) if max_records is not None else stream
 
 

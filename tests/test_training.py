@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+from bertapprox_hf.crops import is_crop
 from bertapprox_hf.targets import build_targets
 from bertapprox_hf.training import Trainer, load_config
 from bertapprox_hf.training.config import ConfigError
-from bertapprox_hf.training.data import records_containing
+from bertapprox_hf.training.data import is_training, records_containing
 
 from .conftest import REPO, TRAIN, read_texts
 
@@ -327,3 +328,20 @@ def test_every_shipped_recipe_is_a_valid_config(path, tmp_path, monkeypatch):
             assert folder.startswith(str(tmp_path)), error  # anything but a missing folder is a broken recipe
             os.makedirs(folder)
     assert config.data.vocab.startswith(str(tmp_path)) and config.data.targets
+
+
+def test_crops_join_training_and_leave_the_validation_texts_as_they_were(inputs, tiny_teacher, tmp_path):
+    passages = str(TRAIN / "msmarco_v2_passages.jsonl")
+    build_targets(
+        [passages], tiny_teacher, str(tmp_path / "crops"), shard_size=256, show_progress_bar=False,
+        max_per_source=300, crops_per_text=1,
+    )  # fmt: skip
+    both = f"data.targets={inputs['targets']},{tmp_path / 'crops'}"
+    plain = Trainer(tiny_config(inputs, tmp_path / "plain", "optim.max_steps=1")).data
+    data = Trainer(tiny_config(inputs, tmp_path / "both", both, "optim.max_steps=1")).data
+    assert data.validation()[0] == plain.validation()[0]
+    crops = [i for i, record_id in enumerate(data.record_ids) if is_crop(record_id)]
+    kept = [i for i in crops if is_training(data.record_ids[i], 0.1)]
+    assert 0 < len(kept) < len(crops)  # crops of held-out passages are left out
+    assert set(data.train_index.tolist()) == set(plain.train_index.tolist()) | set(kept)
+    assert Trainer(tiny_config(inputs, tmp_path / "run", both, "optim.max_steps=2")).train()["steps"] == 2

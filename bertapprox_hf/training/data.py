@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from ..crops import is_crop, source_id
 from ..targets import load_targets, targets_columns
 from ..tokenization_bertapprox import BertApproxTokenizer, pad_bag_arrays
 from .config import DataConfig
@@ -26,10 +27,20 @@ GROUP_BATCHES = 50  # batches per pool sorted by length (length_grouping)
 TOKENIZE_CHUNK = 2048  # texts a tokenizing worker takes at a time
 
 
-def is_validation(record_id: str, val_fraction: float) -> bool:
-    """Whether a record id falls in the validation split (a stable hash, not Python's hash())."""
-    digest = hashlib.md5(record_id.encode("utf-8")).digest()
+def _held_out(record_id: str, val_fraction: float) -> bool:
+    """Whether the text a record comes from is held out (a stable hash of its id, not Python's hash())."""
+    digest = hashlib.md5(source_id(record_id).encode("utf-8")).digest()
     return int.from_bytes(digest[:4], "little") % HASH_BUCKETS < val_fraction * HASH_BUCKETS
+
+
+def is_validation(record_id: str, val_fraction: float) -> bool:
+    """Whether a record is a validation text. Crops are never: they go where their text goes."""
+    return not is_crop(record_id) and _held_out(record_id, val_fraction)
+
+
+def is_training(record_id: str, val_fraction: float) -> bool:
+    """Whether a record is a training text: not held out, nor cropped from a held-out text."""
+    return not _held_out(record_id, val_fraction)
 
 
 def records_containing(texts: list[str], candidates: np.ndarray, probes: list[str], min_words: int) -> np.ndarray:
@@ -127,12 +138,13 @@ class TargetData:
     """Map-style targets held in memory (texts and float16 embeddings)."""
 
     def __init__(self, config: DataConfig, batcher: Batcher) -> None:
-        ids, self.texts, self.embeddings = targets_columns(load_targets(config.targets))
-        val_mask = np.array([is_validation(i, config.val_fraction) for i in ids], dtype=bool)
-        self.train_index = np.flatnonzero(~val_mask)
+        self.record_ids, self.texts, self.embeddings = targets_columns(load_targets(config.targets))
+        training = np.array([is_training(i, config.val_fraction) for i in self.record_ids], dtype=bool)
+        validation = np.array([is_validation(i, config.val_fraction) for i in self.record_ids], dtype=bool)
+        self.train_index = np.flatnonzero(training)
         if config.max_train:
             self.train_index = self.train_index[: config.max_train]
-        self.val_index = np.flatnonzero(val_mask)[: config.max_val]
+        self.val_index = np.flatnonzero(validation)[: config.max_val]
         self.excluded = 0
         if config.exclude_overlap:
             overlapping = records_containing(
@@ -217,7 +229,7 @@ class StreamingTargetData:
     def batches(self, epoch: int, start: int, batch_size: int, seed: int, rank: int, world: int) -> Iterator[dict]:
         config = self.config
         stream = load_targets(config.targets, streaming=True)
-        stream = stream.filter(lambda row: not is_validation(row["id"], config.val_fraction))
+        stream = stream.filter(lambda row: is_training(row["id"], config.val_fraction))
         if config.max_train:
             stream = stream.take(config.max_train)
         stream = stream.shuffle(seed=seed + epoch, buffer_size=config.shuffle_buffer)
