@@ -20,10 +20,11 @@ VOCAB := $(WORK)/vocab-$(TEACHER_NAME)
 TARGETS := $(WORK)/targets-$(TEACHER_NAME)
 TARGETS_MORE := $(WORK)/targets-more-$(TEACHER_NAME)
 TARGETS_REST := $(WORK)/targets-rest-$(TEACHER_NAME)
+TARGETS_CROPS := $(WORK)/targets-crops-$(TEACHER_NAME)
 # A local copy of the teacher (verified download); elsewhere set TEACHER to a Hub id.
 TEACHER = $(shell bash $(SHARED)/teachers/fetch $(TEACHER_NAME) | tail -n 1)
 
-.PHONY: install test lint demo vocab targets targets-more targets-rest train speed clean
+.PHONY: install test lint demo vocab targets targets-more targets-rest targets-crops train speed clean
 
 install:  ## torch first (the CPU wheel), then the package with training, indexing and dev extras
 	$(PYTHON) -m pip install --quiet $(TORCH_PIN)
@@ -50,6 +51,10 @@ targets-more:  ## the next 25,000 texts of each source (configs/minilm-large.yam
 
 targets-rest:  ## every text after those (configs/minilm-full.yaml reads all three sets)
 	bertapprox targets build --teacher $(TEACHER) --out $(TARGETS_REST) --skip-per-source $$(($(PER_SOURCE) + 25000)) \
+		--corpus $(CORPUS)
+
+targets-crops:  ## a crop (a random run of words) of each long text of the demo's: more passage-like texts
+	bertapprox targets build --teacher $(TEACHER) --out $(TARGETS_CROPS) --max-per-source $(PER_SOURCE) --crops 1 \
 		--corpus $(CORPUS)
 
 train:
