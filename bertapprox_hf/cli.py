@@ -20,14 +20,6 @@ def _add_vocab_build(sub) -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--max-per-source", type=int, default=None, help="texts taken from each file at most")
     parser.add_argument("--max-texts", type=int, default=None, help="texts taken in all at most")
-    parser.add_argument(
-        "--crops",
-        type=int,
-        default=0,
-        help="instead of the texts, this many crops (random runs of words) of each long text: more passage-like "
-        "training texts (see bertapprox_hf/crops.py)",
-    )
-    parser.add_argument("--crop-min-words", type=int, default=41, help="texts shorter than this give no crops")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
     defaults = VocabularyConfig()
     for field in fields(VocabularyConfig):
