@@ -28,10 +28,12 @@ import torch
 import torch.nn as nn
 
 from bertapprox_hf.student import create_student
+from bertapprox_hf.tokenization_bertapprox import pad_bag_arrays
 from bertapprox_hf.training import load_config
 from bertapprox_hf.training.data import Batcher, TargetData
 from bertapprox_hf.training.losses import distillation_loss
 from bertapprox_hf.training.metrics import fidelity
+from bertapprox_hf.training.trainer import build_optimizer
 from bertapprox_hf.vocabulary import Vocabulary
 
 
@@ -59,14 +61,14 @@ def consecutive_pairs(bag: list[int], skipgram_ids: set[int]) -> list[tuple[int,
     return list(zip(units[:-1], units[1:], strict=True))
 
 
-def pad(rows: list[list], width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of ids (or id pairs) padded with 0, and their mask."""
-    shape = (len(rows), max(1, max(map(len, rows))), *([width] if width else []))
-    values, mask = np.zeros(shape, np.int64), np.zeros(shape[:2], np.int64)
-    for row, items in enumerate(rows):
-        if items:
-            values[row, : len(items)] = items
-            mask[row, : len(items)] = 1
+def pad_pairs(rows: list[list[tuple[int, int]]]) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of each text padded with (0, 0) to [texts, pairs, 2] (at least one), and their mask."""
+    width = max([len(pairs) for pairs in rows] + [1])
+    values, mask = np.zeros((len(rows), width, 2), np.int64), np.zeros((len(rows), width), np.int64)
+    for row, pairs in enumerate(rows):
+        if pairs:
+            values[row, : len(pairs)] = pairs
+            mask[row, : len(pairs)] = 1
     return values, mask
 
 
@@ -119,25 +121,16 @@ def main(argv: list[str] | None = None) -> int:
     bags = dict(zip(wanted.tolist(), tokenizer.encode_bags([data.texts[i] for i in wanted]), strict=True))
 
     def inputs(records: np.ndarray) -> list[torch.Tensor]:
-        ids, mask = pad([bags[i] for i in records.tolist()], 0)
-        pairs, pair_mask = pad([consecutive_pairs(bags[i], skipgram_ids) for i in records.tolist()], 2)
+        ids, mask = pad_bag_arrays([bags[i] for i in records.tolist()])
+        pairs, pair_mask = pad_pairs([consecutive_pairs(bags[i], skipgram_ids) for i in records.tolist()])
         return [torch.from_numpy(x) for x in (ids, mask, pairs, pair_mask)]
 
     params = [p for p in model.parameters() if p.requires_grad]
     optim = config.optim
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": optim.weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ],
-        lr=optim.lr,
-    )
-    from transformers import get_cosine_schedule_with_warmup
-
-    per_epoch = data.batches_per_epoch(optim.batch_size, 1)
-    total = optim.max_steps or int(optim.epochs * per_epoch)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, int(optim.warmup_ratio * total), total)
+    total = optim.max_steps or int(optim.epochs * data.batches_per_epoch(optim.batch_size, 1))
+    optimizer, scheduler = build_optimizer(model, optim, total)
     val_texts, val_targets = data.validation()
+    similarity = vocabulary.metadata.get("teacher", {}).get("similarity", "cosine")
     os.makedirs(args.out, exist_ok=True)
     log = os.path.join(args.out, f"{args.arm}.metrics.jsonl")
     started = time.time()
@@ -149,7 +142,6 @@ def main(argv: list[str] | None = None) -> int:
         model.train()
         row = {"step": step, "train_seconds": round(time.time() - started, 1)}
         row["trainable_parameters"] = sum(p.numel() for p in params)
-        similarity = vocabulary.metadata.get("teacher", {}).get("similarity", "cosine")
         row.update(fidelity(torch.cat(chunks).numpy(), val_targets, val_texts, similarity))
         with open(log, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(row) + "\n")

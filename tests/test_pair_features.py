@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 from benchmarks import pair_features
-from benchmarks.pair_features import PairStudent, consecutive_pairs, pad
+from benchmarks.pair_features import PairStudent, consecutive_pairs, pad_pairs
+from bertapprox_hf.tokenization_bertapprox import pad_bag_arrays
 
 from .conftest import read_texts, trained_student
 from .test_training import inputs  # noqa: F401 (fixture)
@@ -32,8 +33,8 @@ def test_pair_pooling_starts_at_the_plain_student_and_moves_once_trained(tiny_vo
     bags = tokenizer.encode_bags(["the interest rate rose", "the", "the central bank said on monday"])
     assert len(bags[1]) == 1
     skipgram_ids = set(tokenizer.bag_encoder.skipgrams.values())
-    ids, mask = pad(bags, 0)
-    pairs, pair_mask = pad([consecutive_pairs(b, skipgram_ids) for b in bags], 2)
+    ids, mask = pad_bag_arrays(bags)
+    pairs, pair_mask = pad_pairs([consecutive_pairs(b, skipgram_ids) for b in bags])
     batch = [torch.from_numpy(x) for x in (ids, mask, pairs, pair_mask)]
     model = PairStudent(student, rank=16).eval()
     with torch.no_grad():

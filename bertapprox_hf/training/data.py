@@ -139,9 +139,10 @@ class TargetData:
 
     def __init__(self, config: DataConfig, batcher: Batcher) -> None:
         self.record_ids, self.texts, self.embeddings = targets_columns(load_targets(config.targets))
-        training = np.array([is_training(i, config.val_fraction) for i in self.record_ids], dtype=bool)
-        validation = np.array([is_validation(i, config.val_fraction) for i in self.record_ids], dtype=bool)
-        self.train_index = np.flatnonzero(training)
+        held_out = np.array([_held_out(i, config.val_fraction) for i in self.record_ids], dtype=bool)
+        crops = np.array([is_crop(i) for i in self.record_ids], dtype=bool)
+        self.train_index = np.flatnonzero(~held_out)  # is_training
+        validation = held_out & ~crops  # is_validation
         if config.max_train:
             self.train_index = self.train_index[: config.max_train]
         self.val_index = np.flatnonzero(validation)[: config.max_val]

@@ -25,7 +25,7 @@ from ..jsonio import write_json_atomic
 from ..student import create_student, load_student_to_train
 from ..targets import check_teacher_compatible, read_manifest
 from ..vocabulary import Vocabulary
-from .config import TrainConfig, to_dict
+from .config import OptimConfig, TrainConfig, to_dict
 from .data import Batcher, StreamingTargetData, TargetData
 from .losses import distillation_loss
 from .metrics import fidelity
@@ -75,6 +75,23 @@ def latest_checkpoint(output_dir: str) -> str | None:
         return None
     done = sorted(d for d in os.listdir(folder) if d.startswith("step_") and not d.endswith(".tmp"))
     return os.path.join(folder, done[-1]) if done else None
+
+
+def build_optimizer(model: torch.nn.Module, optim: OptimConfig, total_steps: int):
+    """AdamW over the trainable parameters (no weight decay on biases, norms and per-entry scores) and its
+    schedule: linear warm-up, then cosine decay to 0 at ``total_steps``."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (decay if param.dim() >= 2 and "entry_bias" not in name else no_decay).append(param)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=optim.lr,
+    )
+    scheduler = get_cosine_schedule_with_warmup(optimizer, int(optim.warmup_ratio * total_steps), max(total_steps, 1))
+    return optimizer, scheduler
 
 
 class Trainer:
@@ -128,19 +145,7 @@ class Trainer:
         micro_steps = int(config.optim.epochs * self.batches_per_epoch)
         self.total_steps = config.optim.max_steps or micro_steps // config.optim.grad_accum_steps
 
-        decay, no_decay = [], []
-        for name, param in model.named_parameters():
-            if param.requires_grad:
-                (decay if param.dim() >= 2 and "entry_bias" not in name else no_decay).append(param)
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": config.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=config.optim.lr,
-        )
-        from transformers import get_cosine_schedule_with_warmup
-
-        scheduler = get_cosine_schedule_with_warmup(
-            optimizer, int(config.optim.warmup_ratio * self.total_steps), max(self.total_steps, 1)
-        )
+        optimizer, scheduler = build_optimizer(model, config.optim, self.total_steps)
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
         self.state = TrainingState()
         self.accelerator.register_for_checkpointing(self.state)
