@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from bertapprox_hf.student import create_student
+from bertapprox_hf.student import create_student, teacher_dim
 from bertapprox_hf.tokenization_bertapprox import pad_bag_arrays
 from bertapprox_hf.training import load_config
 from bertapprox_hf.training.data import Batcher, TargetData
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     vocabulary = Vocabulary.load(config.data.vocab)
     architecture = asdict(config.model)
     architecture.pop("init_from")
-    architecture["hidden_size"] = architecture["hidden_size"] or vocabulary.dim
+    architecture["hidden_size"] = architecture["hidden_size"] or teacher_dim(vocabulary)
     student = create_student(vocabulary, **architecture)
     model = PairStudent(student, (args.rank or student.config.hidden_size) if args.arm == "pairs" else 0)
     tokenizer = student.get_tokenizer()

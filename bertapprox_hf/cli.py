@@ -53,6 +53,64 @@ def _vocab_build(args) -> int:
     return 0
 
 
+def _add_vocab_contextualize(sub) -> None:
+    parser = sub.add_parser(
+        "contextualize",
+        help="a copy of a vocabulary whose table holds the teacher's token states of each entry inside the "
+        "training texts of a targets folder (bertapprox_hf.contextual)",
+    )
+    parser.add_argument("--vocab", required=True, help="vocabulary folder")
+    parser.add_argument("--targets", nargs="+", required=True, help="targets folders whose training texts are read")
+    parser.add_argument("--out", required=True, help="output vocabulary folder")
+    parser.add_argument("--teacher", default=None, help="the teacher (default: the one the vocabulary names)")
+    parser.add_argument(
+        "--val-fraction", type=float, default=0.02, help="the training run's data.val_fraction: its texts stay out"
+    )
+    parser.add_argument("--max-texts", type=int, default=None, help="training texts read at most (a seeded sample)")
+    parser.add_argument("--prior", type=float, default=2.0, help="occurrences' worth of the linear fallback")
+    parser.add_argument(
+        "--keep-isolated", action="store_true", help="keep the isolated embeddings beside the contextual ones"
+    )
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+
+
+def _vocab_contextualize(args) -> int:
+    import numpy as np
+
+    from .contextual import contextualize
+    from .targets import load_targets, targets_columns
+    from .teacher import Teacher
+    from .training.data import is_training
+    from .vocabulary import Vocabulary
+
+    if not 0 <= args.val_fraction < 1:
+        raise ValueError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+    vocabulary = Vocabulary.load(args.vocab)
+    ids, texts, _ = targets_columns(load_targets(args.targets))
+    training = np.flatnonzero([is_training(record_id, args.val_fraction) for record_id in ids])
+    if args.max_texts is not None and args.max_texts < len(training):
+        training = np.sort(np.random.default_rng(args.seed).choice(training, args.max_texts, replace=False))
+    teacher_name = args.teacher or vocabulary.metadata.get("teacher", {}).get("name_or_path")
+    if not teacher_name:
+        raise ValueError(f"{args.vocab} names no teacher; pass --teacher")
+    teacher = Teacher.from_pretrained(teacher_name, device=args.device)
+    result = contextualize(
+        vocabulary,
+        teacher,
+        [texts[i] for i in training],
+        args.prior,
+        args.batch_size,
+        show_progress_bar=True,
+        keep_isolated=args.keep_isolated,
+    )
+    result.metadata["table"].update(source=os.path.abspath(args.vocab), targets=list(args.targets))
+    result.save(args.out)
+    print(json.dumps({"out": args.out, **result.metadata["table"]}, indent=1))
+    return 0
+
+
 def _vocab_info(args) -> int:
     from .vocabulary import Vocabulary
 
@@ -455,6 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     vocab = commands.add_parser("vocab", help="vocabularies").add_subparsers(dest="action", required=True)
     _add_vocab_build(vocab)
+    _add_vocab_contextualize(vocab)
     vocab.add_parser("info", help="print a vocabulary's record").add_argument("folder")
 
     targets = commands.add_parser("targets", help="precomputed teacher embeddings of a corpus").add_subparsers(
@@ -477,6 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 HANDLERS = {
     ("vocab", "build"): _vocab_build,
+    ("vocab", "contextualize"): _vocab_contextualize,
     ("vocab", "info"): _vocab_info,
     ("targets", "build"): _targets_build,
     ("targets", "info"): _targets_info,

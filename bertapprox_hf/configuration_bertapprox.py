@@ -10,8 +10,9 @@ class BertApproxConfig(PretrainedConfig):
 
     Args:
         vocab_size: number of vocabulary entries (rows of the frozen entry table).
-        embedding_dim: dimension of the entry table, i.e. of the teacher's embeddings.
-        hidden_size: width of φ and of the pooled vector; ``None`` means ``embedding_dim``.
+        embedding_dim: dimension of the entry table: the teacher's, or more for a table that holds two
+            embeddings of each entry (:mod:`bertapprox_hf.contextual`).
+        hidden_size: width of φ and of the pooled vector; ``None`` means ``output_dim``.
         phi_layers: residual MLP blocks in φ (applied to each entry on its own).
         rho_layers: residual MLP blocks in ρ (applied to the pooled vector).
         intermediate_size: width inside each residual block.
@@ -28,7 +29,7 @@ class BertApproxConfig(PretrainedConfig):
         entry_adapter_rank: rank of a learned correction added to each entry's embedding
             (``vocab_size × rank + rank × embedding_dim`` parameters; 0: none).
         dropout: dropout inside the residual blocks.
-        output_dim: embedding size; ``None`` means ``embedding_dim`` (the teacher's space).
+        output_dim: embedding size, the teacher's; ``None`` means ``embedding_dim``.
         normalize: L2-normalize the output, as the teacher does.
         similarity: ``"cosine"`` or ``"dot"``, the teacher's scoring function.
         teacher: Hub id or path of the teacher the entry table came from.
@@ -60,8 +61,8 @@ class BertApproxConfig(PretrainedConfig):
         pad_token_id: int = 0,
         **kwargs,
     ) -> None:
-        hidden_size = embedding_dim if hidden_size is None else hidden_size
         output_dim = embedding_dim if output_dim is None else output_dim
+        hidden_size = output_dim if hidden_size is None else hidden_size
         for name, value in (
             ("vocab_size", vocab_size),
             ("embedding_dim", embedding_dim),

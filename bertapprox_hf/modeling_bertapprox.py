@@ -147,7 +147,7 @@ class BertApproxPreTrainedModel(PreTrainedModel):
             rule = getattr(module, "init_rule", "normal")
             if rule == "zero":
                 nn.init.zeros_(module.weight)
-            elif rule == "identity" and module.in_features == module.out_features:
+            elif rule == "identity":  # a wider input keeps its leading out_features dimensions
                 nn.init.eye_(module.weight)
             else:
                 nn.init.xavier_uniform_(module.weight)

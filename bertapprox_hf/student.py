@@ -10,6 +10,11 @@ from .modeling_bertapprox import BertApproxModel
 from .vocabulary import Vocabulary
 
 
+def teacher_dim(vocabulary: Vocabulary) -> int:
+    """The teacher's embedding size: the student's output (a table may be wider, holding two embeddings)."""
+    return int(vocabulary.metadata.get("teacher", {}).get("dim") or vocabulary.dim)
+
+
 def create_student(vocabulary: Vocabulary, **config_overrides) -> BertApproxModel:
     """A :class:`BertApproxModel` whose frozen table is the vocabulary's embeddings.
 
@@ -21,6 +26,7 @@ def create_student(vocabulary: Vocabulary, **config_overrides) -> BertApproxMode
     settings = {
         "vocab_size": len(vocabulary),
         "embedding_dim": vocabulary.dim,
+        "output_dim": teacher_dim(vocabulary),
         "normalize": bool(teacher.get("normalize", False)),
         "similarity": teacher.get("similarity", "dot"),
         "teacher": teacher.get("name_or_path"),

@@ -112,18 +112,18 @@ def _teacher_mismatches(a: dict, b: dict, keys: tuple[str, ...]) -> list[tuple[s
     return found
 
 
-def check_teacher_compatible(targets_teacher: dict, expected_teacher: dict, where: str) -> None:
-    """Raise ``ValueError`` when targets in ``where`` were made by a teacher other than ``expected_teacher``.
+def check_teacher_compatible(found_teacher: dict, expected_teacher: dict, where: str) -> None:
+    """Raise ``ValueError`` when ``where`` (targets, a vocabulary) was made by a teacher other than ``expected``.
 
     ``dim``, ``pooling``, ``normalize`` and the model name must agree; ``name_or_path`` is compared by its last
     component, so the same model in two folders (or as a Hub id) matches.
     """
-    mismatches = _teacher_mismatches(targets_teacher, expected_teacher, _COMPATIBLE_FIELDS)
+    mismatches = _teacher_mismatches(found_teacher, expected_teacher, _COMPATIBLE_FIELDS)
     if mismatches:
         details = "; ".join(
             f"{key} is {found!r} there but {expected!r} is expected" for key, found, expected in mismatches
         )
-        raise ValueError(f"teacher targets in {where} were made by another teacher: {details}")
+        raise ValueError(f"{where} was made by another teacher: {details}")
 
 
 def _check_existing_manifest(out_dir: str, manifest: dict) -> None:

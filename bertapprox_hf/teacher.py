@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -147,13 +148,13 @@ class Teacher:
         hidden = self.model(**inputs).last_hidden_state
         return self._pool(hidden, inputs["attention_mask"]).cpu()
 
-    def encode(self, texts: list[str], batch_size: int = 64, show_progress_bar: bool = False) -> np.ndarray:
-        """Embed texts: a [n, dim] float32 array, in input order (batches are formed by length)."""
+    def _text_batches(
+        self, texts: list[str], batch_size: int, show_progress_bar: bool
+    ) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
+        """(indices, tokenized features) of batches of texts formed by length, longest first."""
         if isinstance(texts, str):
-            raise TypeError("encode expects a list of strings; wrap a single text in a list")
-        texts = list(texts)
+            raise TypeError("expected a list of strings; wrap a single text in a list")
         order = np.argsort([-len(t) for t in texts], kind="stable")
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for start in tqdm(range(0, len(texts), batch_size), desc="Teacher", disable=not show_progress_bar):
             idx = order[start : start + batch_size]
             features = self.tokenizer(
@@ -163,8 +164,29 @@ class Teacher:
                 max_length=self.pooling.max_length,
                 return_tensors="pt",
             )
+            yield idx, features
+
+    def encode(self, texts: list[str], batch_size: int = 64, show_progress_bar: bool = False) -> np.ndarray:
+        """Embed texts: a [n, dim] float32 array, in input order (batches are formed by length)."""
+        texts = texts if isinstance(texts, str) else list(texts)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for idx, features in self._text_batches(texts, batch_size, show_progress_bar):
             out[idx] = self._embed_batch(features).numpy()
         return out
+
+    @torch.inference_mode()
+    def token_states(
+        self, texts: list[str], batch_size: int = 64, show_progress_bar: bool = False
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """The last layer's state of every token the teacher reads, [CLS] and [SEP] included: (index of the
+        text, [tokens, dim] float32 array) for each text, in batches formed by length (not in input order)."""
+        texts = texts if isinstance(texts, str) else list(texts)
+        for idx, features in self._text_batches(texts, batch_size, show_progress_bar):
+            inputs = {k: v.to(self.device) for k, v in features.items() if k in self._forward_inputs}
+            hidden = self.model(**inputs).last_hidden_state.float().cpu().numpy()
+            lengths = inputs["attention_mask"].sum(1).tolist()
+            for row, index in enumerate(idx):
+                yield int(index), hidden[row, : lengths[row]]
 
     def _with_special_tokens(self, ids: list[int]) -> list[int]:
         tok = self.tokenizer

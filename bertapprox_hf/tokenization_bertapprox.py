@@ -20,6 +20,7 @@ dependencies, and sibling modules.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
@@ -150,12 +151,55 @@ class BagEncoder:
         """Entry ids of ``text``, at most ``max_entries`` of them."""
         words = self._words(text, max_entries)
         bag: list[int] = []
+        skip_first = self.skip_first
+        for start, length, ids in self._segments(words):
+            bag.extend(ids)
+            for position in range(start, start + length):
+                if words[position] in skip_first:
+                    bag.extend(skip_id for skip_id, _ in self._skipgrams_at(words, position))
+            if len(bag) >= max_entries:
+                break
+        return bag[:max_entries]
+
+    def encode_with_positions(self, text: str, max_entries: int = MAX_BAG_SIZE) -> list[tuple[int, tuple[int, ...]]]:
+        """The bag of ``text`` (as :meth:`encode`), each entry with the positions of the teacher's tokens it
+        covers in the teacher's reading of the text ([CLS] is position 0).
+
+        A word's fallback pieces get one token each when the teacher splits the word into as many, else all of
+        the word's tokens; a skip-gram gets the tokens of its two words.
+        """
+        words = self._words(text, max_entries)
+        counts = [self._teacher_token_count(word) for word in words]
+        first_token = list(itertools.accumulate(counts, initial=1))
+
+        def tokens(position: int) -> tuple[int, ...]:
+            return tuple(range(first_token[position], first_token[position + 1]))
+
+        bag: list[tuple[int, tuple[int, ...]]] = []
+        for start, length, ids in self._segments(words):
+            if length > 1 or len(ids) == 1:
+                bag.append((ids[0], tuple(range(first_token[start], first_token[start + length]))))
+            elif len(ids) == counts[start]:
+                bag.extend((entry, (first_token[start] + k,)) for k, entry in enumerate(ids))
+            else:
+                bag.extend((entry, tokens(start)) for entry in ids)
+            for position in range(start, start + length):
+                if words[position] in self.skip_first:
+                    bag.extend(
+                        (skip_id, tokens(position) + tokens(second))
+                        for skip_id, second in self._skipgrams_at(words, position)
+                    )
+            if len(bag) >= max_entries:
+                break
+        return bag[:max_entries]
+
+    def _segments(self, words: list[str]) -> Iterator[tuple[int, int, tuple[int, ...]]]:
+        """Longest-match steps over ``words``: (first word, words covered, entry ids), in text order. A step
+        is one n-gram or word entry, or the pieces of a word that no entry covers."""
         n = len(words)
         i = 0
         trie = self.trie
-        skip_first = self.skip_first
-        while i < n and len(bag) < max_entries:
-            # longest match over the n-gram trie
+        while i < n:
             level = trie
             match_id, match_len = -1, 0
             j = i
@@ -168,18 +212,14 @@ class BagEncoder:
                     match_id, match_len = node[0], j - i
                 level = node[1]
             if match_len:
-                bag.append(match_id)
-                step = match_len
+                yield i, match_len, (match_id,)
+                i += match_len
             else:
-                bag.extend(self._word_pieces(words[i]))
-                step = 1
-            for position in range(i, i + step):
-                if words[position] in skip_first:
-                    self._add_skipgrams(words, position, bag)
-            i += step
-        return bag[:max_entries]
+                yield i, 1, self._word_pieces(words[i])
+                i += 1
 
-    def _add_skipgrams(self, words: list[str], position: int, bag: list[int]) -> None:
+    def _skipgrams_at(self, words: list[str], position: int) -> Iterator[tuple[int, int]]:
+        """Skip-gram entries whose first word is ``words[position]``: (entry id, position of the second word)."""
         first = words[position]
         for gap in range(1, self.skipgram_max_gap + 1):
             k = position + gap + 1
@@ -187,7 +227,7 @@ class BagEncoder:
                 break
             skip_id = self.skipgrams.get((first, words[k]))
             if skip_id is not None:
-                bag.append(skip_id)
+                yield skip_id, k
 
     def _words(self, text: str, max_entries: int) -> list[str]:
         """Words of ``text`` the teacher reads (all of them without a ``teacher_window``); stops early on huge

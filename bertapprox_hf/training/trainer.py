@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..jsonio import write_json_atomic
-from ..student import create_student, load_student_to_train
+from ..student import create_student, load_student_to_train, teacher_dim
 from ..targets import check_teacher_compatible, read_manifest
 from ..vocabulary import Vocabulary
 from .config import OptimConfig, TrainConfig, to_dict
@@ -119,11 +119,12 @@ class Trainer:
         vocabulary = Vocabulary.load(config.data.vocab)
         manifests = [read_manifest(folder) for folder in config.data.targets]
         for folder, manifest in zip(config.data.targets, manifests, strict=True):
-            check_teacher_compatible(manifest["teacher"], vocabulary.metadata.get("teacher", {}), folder)
+            where = f"teacher targets in {folder}"
+            check_teacher_compatible(manifest["teacher"], vocabulary.metadata.get("teacher", {}), where)
         self.teacher = vocabulary.metadata.get("teacher", {})
         architecture = asdict(config.model)
         init_from = architecture.pop("init_from")
-        architecture["hidden_size"] = architecture["hidden_size"] or vocabulary.dim
+        architecture["hidden_size"] = architecture["hidden_size"] or teacher_dim(vocabulary)
         if init_from:
             model = load_student_to_train(init_from, vocabulary, **architecture)
         else:
