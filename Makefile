@@ -21,10 +21,11 @@ TARGETS := $(WORK)/targets-$(TEACHER_NAME)
 TARGETS_MORE := $(WORK)/targets-more-$(TEACHER_NAME)
 TARGETS_REST := $(WORK)/targets-rest-$(TEACHER_NAME)
 TARGETS_CROPS := $(WORK)/targets-crops-$(TEACHER_NAME)
+VOCAB_CONTEXTUAL := $(WORK)/vocab-contextual-$(TEACHER_NAME)
 # A local copy of the teacher (verified download); elsewhere set TEACHER to a Hub id.
 TEACHER = $(shell bash $(SHARED)/teachers/fetch $(TEACHER_NAME) | tail -n 1)
 
-.PHONY: install test lint demo vocab targets targets-more targets-rest targets-crops train speed clean
+.PHONY: install test lint demo vocab targets targets-more targets-rest targets-crops vocab-contextual train speed clean
 
 install:  ## torch first (the CPU wheel), then the package with training, indexing and dev extras
 	$(PYTHON) -m pip install --quiet $(TORCH_PIN)
@@ -56,6 +57,10 @@ targets-rest:  ## every text after those (configs/minilm-full.yaml reads all thr
 targets-crops:  ## a crop (a random run of words) of each long text of the demo's: more passage-like texts
 	bertapprox targets build --teacher $(TEACHER) --out $(TARGETS_CROPS) --max-per-source $(PER_SOURCE) --crops 1 \
 		--corpus $(CORPUS)
+
+vocab-contextual:  ## the vocabulary with each entry's teacher token states in the demo's training texts beside its own
+	bertapprox vocab contextualize --vocab $(VOCAB) --targets $(TARGETS) --val-fraction 0.03 --keep-isolated \
+		--out $(VOCAB_CONTEXTUAL)
 
 train:
 	$(PYTHON) train.py --config $(CONFIG)

@@ -14,7 +14,7 @@ from bertapprox_hf.targets import build_targets, load_targets, targets_columns
 from bertapprox_hf.training.data import is_training
 from bertapprox_hf.vocabulary import Vocabulary
 
-from .conftest import read_texts
+from .conftest import read_texts, trained_student
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +151,19 @@ def test_cli_reads_only_training_texts(tiny_teacher, tiny_teacher_path, tiny_voc
     assert main([*args, "--teacher", tiny_teacher_path, "--max-texts", "10", "--device", "cpu"]) == 0
     assert Vocabulary.load(str(out)).metadata["table"]["texts"] == 10
     assert main([*args, "--val-fraction", "1.5"]) == 2
+
+
+def test_a_trained_student_on_both_tables_encodes_saves_and_loads(both_tables, texts, tmp_path):
+    from transformers import AutoModel
+
+    from bertapprox_hf.inference import Encoder
+
+    model = trained_student(both_tables, pooling_rounds=2)
+    sample = texts[::25]
+    expected = model.encode(sample, convert_to_numpy=True)
+    assert expected.shape == (len(sample), model.config.output_dim)
+    encoder = Encoder.from_pretrained(model, device="cpu", cache_size=0)
+    np.testing.assert_allclose(encoder.encode(sample), expected, atol=1e-5)
+    model.save_pretrained(tmp_path / "student")
+    loaded = AutoModel.from_pretrained(tmp_path / "student", trust_remote_code=True)
+    np.testing.assert_allclose(loaded.encode(sample, convert_to_numpy=True), expected, atol=1e-6)
