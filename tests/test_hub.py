@@ -292,3 +292,14 @@ def test_card_names_further_pooling_rounds_and_context_blocks():
     blocks = {**config, "context_layers": 1, "intermediate_size": 1024, "context_intermediate_size": 256}
     card = render_details({"config": blocks, "parameters": {}, "report": {}})
     assert "1 residual MLP block(s) on each entry's φ plus its text's pooled vector, inner 256" in card
+
+
+def test_card_says_what_the_entry_table_holds():
+    from bertapprox_hf.model_card.sections import render_details
+
+    config = {"vocab_size": 100, "embedding_dim": 768, "num_heads": 8}
+    plain = render_details({"config": config, "parameters": {}, "report": {}})
+    assert "from the teacher: each entry's embedding read alone" in plain
+    vocabulary = {"table": {"kind": "contextual+isolated", "texts": 92278}}
+    both = render_details({"config": config, "parameters": {}, "report": {}, "vocabulary": vocabulary})
+    assert "the mean of the teacher's states of its tokens in 92,278 training texts, beside its embedding" in both

@@ -62,6 +62,18 @@ def _student_speedup(results: dict | None) -> str | None:
     return ", ".join(parts) or None
 
 
+def table_origin(sources: dict) -> str:
+    """What the entry table's rows are, from the vocabulary record (``bertapprox_hf.contextual`` tables)."""
+    table = (sources.get("vocabulary") or {}).get("table") or {}
+    texts = f"{number(table['texts'])} training texts" if is_number(table.get("texts")) else "training texts"
+    contextual = f"the mean of the teacher's states of its tokens in {texts}"
+    if table.get("kind") == "contextual+isolated":
+        return f"{contextual}, beside its embedding read alone"
+    if table.get("kind") == "contextual":
+        return contextual
+    return "each entry's embedding read alone"
+
+
 def render_details(sources: dict) -> str:
     config, parameters = sources["config"], sources["parameters"] or {}
     report = sources["report"] or {}
@@ -77,7 +89,7 @@ def render_details(sources: dict) -> str:
         [
             "frozen entry table",
             f"{number(config.get('vocab_size'))} entries × {config.get('embedding_dim')} "
-            f"({number(parameters.get('frozen'))} values, from the teacher)",
+            f"({number(parameters.get('frozen'))} values, from the teacher: {table_origin(sources)})",
         ],
         [
             "φ (per entry)",
