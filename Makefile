@@ -22,10 +22,11 @@ TARGETS_MORE := $(WORK)/targets-more-$(TEACHER_NAME)
 TARGETS_REST := $(WORK)/targets-rest-$(TEACHER_NAME)
 TARGETS_CROPS := $(WORK)/targets-crops-$(TEACHER_NAME)
 VOCAB_CONTEXTUAL := $(WORK)/vocab-contextual-$(TEACHER_NAME)
+VOCAB_CONTEXTUAL_FULL := $(WORK)/vocab-contextual-full-$(TEACHER_NAME)
 # A local copy of the teacher (verified download); elsewhere set TEACHER to a Hub id.
 TEACHER = $(shell bash $(SHARED)/teachers/fetch $(TEACHER_NAME) | tail -n 1)
 
-.PHONY: install test lint demo vocab targets targets-more targets-rest targets-crops vocab-contextual train speed clean
+.PHONY: install test lint demo vocab targets targets-more targets-rest targets-crops vocab-contextual vocab-contextual-full train speed clean
 
 install:  ## torch first (the CPU wheel), then the package with training, indexing and dev extras
 	$(PYTHON) -m pip install --quiet $(TORCH_PIN)
@@ -61,6 +62,10 @@ targets-crops:  ## a crop (a random run of words) of each long text of the demo'
 vocab-contextual:  ## the vocabulary with each entry's teacher token states in the demo's training texts beside its own
 	bertapprox vocab contextualize --vocab $(VOCAB) --targets $(TARGETS) --val-fraction 0.03 --keep-isolated \
 		--out $(VOCAB_CONTEXTUAL)
+
+vocab-contextual-full:  ## the same over the training texts of all three sets (configs/minilm-full-contextual.yaml)
+	bertapprox vocab contextualize --vocab $(VOCAB) --targets $(TARGETS) $(TARGETS_MORE) $(TARGETS_REST) \
+		--val-fraction 0.03 --keep-isolated --out $(VOCAB_CONTEXTUAL_FULL)
 
 train:
 	$(PYTHON) train.py --config $(CONFIG)

@@ -2,7 +2,8 @@
 # One GPU session, end to end, inside a fixed time budget (a lent GPU machine is held for minutes):
 #   1. the vocabulary and the teacher targets of the whole demo corpus, on the GPU (all at once);
 #      with CONTEXTUAL=1, the vocabulary's contextual table too (bertapprox vocab contextualize --keep-isolated
-#      over the training texts of all three sets): variants take it with data.vocab=$BERTAPPROX_WORK/vocab-contextual-NAME;
+#      over the training texts of all three sets), in $BERTAPPROX_WORK/vocab-contextual-full-NAME, the
+#      folder configs/minilm-full-contextual.yaml reads;
 #   2. optionally (SPEED_SETUPS), the training speed of configs/minilm-full.yaml per device and precision;
 #   3. recipes (VARIANTS) trained side by side on the GPU: a short calibration run of each, side by side,
 #      measures the steps/s they get while sharing the GPU, then each trains for as many epochs as fit
@@ -85,7 +86,7 @@ records() { $PY -c "import json,sys; print(json.load(open(sys.argv[1]))['num_rec
 log "vocabulary and targets done: $(records targets) + $(records targets-more) + $(records targets-rest) texts"
 if [ "${CONTEXTUAL:-0}" = 1 ]; then
     cli vocab contextualize --vocab "$WORK/vocab-$NAME" --targets "$WORK"/targets{,-more,-rest}-"$NAME" \
-        --val-fraction 0.03 --keep-isolated --batch-size 256 --out "$WORK/vocab-contextual-$NAME" \
+        --val-fraction 0.03 --keep-isolated --batch-size 256 --out "$WORK/vocab-contextual-full-$NAME" \
         >"$WORK/contextual.log" 2>&1 || { log "contextual table failed"; tail -n 5 "$WORK/contextual.log"; exit 1; }
     log "contextual table: $(tail -n 12 "$WORK/contextual.log" | tr -d '\n ')"
 fi
