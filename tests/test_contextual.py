@@ -156,6 +156,7 @@ def test_cli_reads_only_training_texts(tiny_teacher, tiny_teacher_path, tiny_voc
 def test_a_trained_student_on_both_tables_encodes_saves_and_loads(both_tables, texts, tmp_path):
     from transformers import AutoModel
 
+    from bertapprox_hf.export import export_model
     from bertapprox_hf.inference import Encoder
 
     model = trained_student(both_tables, pooling_rounds=2)
@@ -167,3 +168,6 @@ def test_a_trained_student_on_both_tables_encodes_saves_and_loads(both_tables, t
     model.save_pretrained(tmp_path / "student")
     loaded = AutoModel.from_pretrained(tmp_path / "student", trust_remote_code=True)
     np.testing.assert_allclose(loaded.encode(sample, convert_to_numpy=True), expected, atol=1e-6)
+    for kind in ("onnx", "torchscript"):  # the graphs precompute φ from the wide rows too, checked on the texts
+        report = export_model(kind, tmp_path / "student", tmp_path / kind, texts=sample)
+        assert report["passed"] and report["check"]["max_abs_diff"] <= 1e-5, report["check"]
