@@ -105,7 +105,8 @@ def _vocab_contextualize(args) -> int:
         show_progress_bar=True,
         keep_isolated=args.keep_isolated,
     )
-    result.metadata["table"].update(source=os.path.abspath(args.vocab), targets=list(args.targets))
+    record = {"source": os.path.abspath(args.vocab), "targets": list(args.targets), "val_fraction": args.val_fraction}
+    result.metadata["table"].update(record)
     result.save(args.out)
     print(json.dumps({"out": args.out, **result.metadata["table"]}, indent=1))
     return 0

@@ -16,7 +16,8 @@ twice the teacher's width: the student's input projection (identity on the leadi
 so an untrained student is the plain mean of the contextual rows) learns what to take from each.
 
 Build it from texts the student trains on, never from its validation texts (their token states would
-leak into the table): ``bertapprox vocab contextualize`` takes a targets folder's training split.
+leak into the table): ``bertapprox vocab contextualize`` takes a targets folder's training split and records
+its ``val_fraction``; training refuses a table that read texts its run holds out (:func:`check_table_split`).
 """
 
 from __future__ import annotations
@@ -92,6 +93,26 @@ def smoothed_table(isolated: np.ndarray, sums: TokenStateSums, prior: float = 2.
     table[0] = 0.0
     table /= np.linalg.norm(table[1:], axis=1).mean()
     return table.astype(np.float32)
+
+
+def check_table_split(vocabulary: Vocabulary, val_fraction: float, where: str) -> None:
+    """Refuse a contextual table that read texts a run with ``val_fraction`` holds out for validation.
+
+    The split hashes each text's id against a threshold, so a table read with a fraction at least as large
+    read none of them; a smaller fraction, or none recorded, may have read some.
+    """
+    table = vocabulary.metadata.get("table") or {}
+    if not str(table.get("kind", "")).startswith("contextual"):
+        return
+    read_with = table.get("val_fraction")
+    if read_with is not None and read_with >= val_fraction:
+        return
+    read = "records no val_fraction" if read_with is None else f"read the training split of val_fraction {read_with}"
+    raise ValueError(
+        f"the contextual table of {where} {read}, but this run holds out data.val_fraction {val_fraction}: some "
+        f"of its validation texts may have been read; rebuild it with bertapprox vocab contextualize "
+        f"--val-fraction {val_fraction}"
+    )
 
 
 def contextualize(

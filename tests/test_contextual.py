@@ -151,6 +151,31 @@ def test_cli_reads_only_training_texts(tiny_teacher, tiny_teacher_path, tiny_voc
     assert main([*args, "--teacher", tiny_teacher_path, "--max-texts", "10", "--device", "cpu"]) == 0
     assert Vocabulary.load(str(out)).metadata["table"]["texts"] == 10
     assert main([*args, "--val-fraction", "1.5"]) == 2
+    assert table.metadata["table"]["val_fraction"] == 0.2
+
+
+def test_training_refuses_a_table_that_read_its_validation_texts(
+    tiny_teacher, tiny_vocab, train_sample_files, tmp_path
+):
+    from bertapprox_hf.contextual import check_table_split
+    from bertapprox_hf.training import Trainer, load_config
+
+    record = {"kind": "contextual+isolated", "val_fraction": 0.02}
+    metadata = {**tiny_vocab.metadata, "table": record}
+    table = Vocabulary(tiny_vocab.entries, tiny_vocab.embeddings, tiny_vocab.counts, metadata)
+    check_table_split(table, 0.02, "v")
+    check_table_split(table, 0.01, "v")  # a run holding out less: its validation texts were held out then too
+    check_table_split(tiny_vocab, 0.5, "v")  # an isolated table read no text
+    table.save(str(tmp_path / "vocab"))
+    targets = tmp_path / "targets"
+    build_targets(train_sample_files[:1], tiny_teacher, str(targets), show_progress_bar=False, max_per_source=40)
+    config = load_config(None, [f"data.vocab={tmp_path / 'vocab'}", f"data.targets={targets}", "data.val_fraction=0.03",
+                                f"run.output_dir={tmp_path / 'run'}", "run.device=cpu"])  # fmt: skip
+    with pytest.raises(ValueError, match=r"read the training split of val_fraction 0.02, but this run holds out"):
+        Trainer(config)
+    del record["val_fraction"]
+    with pytest.raises(ValueError, match="records no val_fraction"):
+        check_table_split(table, 0.03, "v")
 
 
 def test_a_trained_student_on_both_tables_encodes_saves_and_loads(both_tables, texts, tmp_path):

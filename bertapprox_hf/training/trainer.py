@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from ..contextual import check_table_split
 from ..jsonio import write_json_atomic
 from ..student import create_student, load_student_to_train, teacher_dim
 from ..targets import check_teacher_compatible, read_manifest
@@ -117,6 +118,7 @@ class Trainer:
         os.makedirs(os.path.join(self.output_dir, "checkpoints"), exist_ok=True)
 
         vocabulary = Vocabulary.load(config.data.vocab)
+        check_table_split(vocabulary, config.data.val_fraction, config.data.vocab)
         manifests = [read_manifest(folder) for folder in config.data.targets]
         for folder, manifest in zip(config.data.targets, manifests, strict=True):
             where = f"teacher targets in {folder}"
