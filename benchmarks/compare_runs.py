@@ -10,8 +10,9 @@ Each ``--run`` is ``LABEL=PATH`` of a run's ``metrics.jsonl`` (train.py's log, o
 from __future__ import annotations
 
 import argparse
-import json
 import os
+
+from bertapprox_hf.jsonio import iter_json_objects
 
 DEFAULT_METRICS = ("spearman_passage", "spearman_query", "cosine_passage", "cosine_query")
 
@@ -20,17 +21,7 @@ def read_evaluations(path: str) -> list[dict]:
     """The ``eval`` events of a metrics log, in order; a missing or unreadable file raises an error naming it."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"metrics log not found: {path}")
-    events = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}, line {number}: not JSON ({error.msg})") from error
-            if event.get("event") == "eval":
-                events.append(event)
+    events = [event for _, event in iter_json_objects(path) if event.get("event") == "eval"]
     if not events:
         raise ValueError(f"{path} holds no evaluation")
     return events

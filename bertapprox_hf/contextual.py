@@ -87,9 +87,9 @@ def smoothed_table(isolated: np.ndarray, sums: TokenStateSums, prior: float = 2.
     design = np.concatenate([isolated.astype(np.float64), np.ones((len(isolated), 1))], axis=1)
     means = sums.sums[seen] / sums.occurrences[seen, None]
     mapping, *_ = np.linalg.lstsq(design[seen], means, rcond=None)
-    table = (sums.sums + prior * (design @ mapping)) / (sums.occurrences[:, None] + prior)
-    if prior == 0:
-        table[~seen] = (design @ mapping)[~seen]
+    table = design @ mapping  # an entry never seen gets the map alone
+    occurring = sums.occurrences > 0
+    table[occurring] = (sums.sums[occurring] + prior * table[occurring]) / (sums.occurrences[occurring, None] + prior)
     table[0] = 0.0
     table /= np.linalg.norm(table[1:], axis=1).mean()
     return table.astype(np.float32)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import glob
 import itertools
-import json
 import os
 from collections.abc import Iterable, Iterator
 from typing import Any
+
+from .jsonio import iter_json_objects
 
 Record = dict[str, str]
 
@@ -51,23 +52,13 @@ def read_jsonl(
     id_field: str | None = None,
 ) -> Iterator[Record]:
     """Records of one jsonl file; a bad line raises an error naming the file and line."""
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{where}: not valid JSON ({error.msg})") from error
-            if not isinstance(row, dict):
-                raise ValueError(f"{where}: expected a JSON object")
-            key = id_field or ("_id" if "_id" in row else "id")
-            record_id = row.get(key)
-            yield {
-                "id": str(record_id) if record_id is not None else f"{os.path.basename(path)}:{number}",
-                "text": _record_text(row, text_field, title_field, where),
-            }
+    for number, row in iter_json_objects(path):
+        key = id_field or ("_id" if "_id" in row else "id")
+        record_id = row.get(key)
+        yield {
+            "id": str(record_id) if record_id is not None else f"{os.path.basename(path)}:{number}",
+            "text": _record_text(row, text_field, title_field, f"{path}:{number}"),
+        }
 
 
 def iter_records(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -16,6 +17,22 @@ def read_json(path: str, what: str = "file") -> Any:
             return json.load(handle)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path} is corrupt (not valid JSON: {error})") from error
+
+
+def iter_json_objects(path: str) -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` of each non-blank line of a JSON-lines file; a line that is not valid JSON or
+    not an object raises an error naming the file and line."""
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from error
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{number}: expected a JSON object")
+            yield number, row
 
 
 def write_json_atomic(path: str, data: Any, indent: int | None = 1) -> None:

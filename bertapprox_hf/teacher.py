@@ -83,6 +83,12 @@ def looks_like_path(name: str) -> bool:
     return name.startswith((os.sep, ".", "~")) or name.count("/") > 1 or os.path.exists(name)
 
 
+def _text_list(texts) -> list[str]:
+    if isinstance(texts, str):
+        raise TypeError("expected a list of strings; wrap a single text in a list")
+    return list(texts)
+
+
 class Teacher:
     """A sentence encoder: transformers model + tokenizer + pooling, with batched ``encode``."""
 
@@ -152,8 +158,6 @@ class Teacher:
         self, texts: list[str], batch_size: int, show_progress_bar: bool
     ) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
         """(indices, tokenized features) of batches of texts formed by length, longest first."""
-        if isinstance(texts, str):
-            raise TypeError("expected a list of strings; wrap a single text in a list")
         order = np.argsort([-len(t) for t in texts], kind="stable")
         for start in tqdm(range(0, len(texts), batch_size), desc="Teacher", disable=not show_progress_bar):
             idx = order[start : start + batch_size]
@@ -168,7 +172,7 @@ class Teacher:
 
     def encode(self, texts: list[str], batch_size: int = 64, show_progress_bar: bool = False) -> np.ndarray:
         """Embed texts: a [n, dim] float32 array, in input order (batches are formed by length)."""
-        texts = texts if isinstance(texts, str) else list(texts)
+        texts = _text_list(texts)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for idx, features in self._text_batches(texts, batch_size, show_progress_bar):
             out[idx] = self._embed_batch(features).numpy()
@@ -180,7 +184,7 @@ class Teacher:
     ) -> Iterator[tuple[int, np.ndarray]]:
         """The last layer's state of every token the teacher reads, [CLS] and [SEP] included: (index of the
         text, [tokens, dim] float32 array) for each text, in batches formed by length (not in input order)."""
-        texts = texts if isinstance(texts, str) else list(texts)
+        texts = _text_list(texts)
         for idx, features in self._text_batches(texts, batch_size, show_progress_bar):
             inputs = {k: v.to(self.device) for k, v in features.items() if k in self._forward_inputs}
             hidden = self.model(**inputs).last_hidden_state.float().cpu().numpy()

@@ -6,6 +6,8 @@ import json
 import os
 from collections.abc import Sequence
 
+from bertapprox_hf.jsonio import iter_json_objects
+
 from .base import SearchResults, _query_names
 
 
@@ -20,22 +22,16 @@ def read_queries(path: str | os.PathLike) -> tuple[list[str], list[str]]:
         raise FileNotFoundError(f"queries file not found: {path}")
     ids: list[str] = []
     texts: list[str] = []
-    with open(path, encoding="utf-8") as handle:
-        if path.endswith((".jsonl", ".json")):
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from error
-                query_id = row.get("_id", row.get("id", row.get("qid")))
-                text = row.get("text", row.get("query"))
-                if query_id is None or not isinstance(text, str):
-                    raise ValueError(f"{path}:{number}: expected an '_id' (or 'id') and a 'text' string")
-                ids.append(str(query_id))
-                texts.append(text)
-        else:
+    if path.endswith((".jsonl", ".json")):
+        for number, row in iter_json_objects(path):
+            query_id = row.get("_id", row.get("id", row.get("qid")))
+            text = row.get("text", row.get("query"))
+            if query_id is None or not isinstance(text, str):
+                raise ValueError(f"{path}:{number}: expected an '_id' (or 'id') and a 'text' string")
+            ids.append(str(query_id))
+            texts.append(text)
+    else:
+        with open(path, encoding="utf-8") as handle:
             for number, line in enumerate(handle, start=1):
                 line = line.rstrip("\n")
                 if not line.strip():

@@ -35,7 +35,7 @@ def test_bad_logs_and_arguments_fail_clearly(tmp_path, capsys):
         read_evaluations(str(tmp_path / "missing.jsonl"))
     corrupt = tmp_path / "corrupt.jsonl"
     corrupt.write_text(json.dumps({"event": "eval", "step": 0}) + "\n{not json\n")
-    with pytest.raises(ValueError, match="corrupt.jsonl, line 2: not JSON"):
+    with pytest.raises(ValueError, match="corrupt.jsonl:2: not valid JSON"):
         read_evaluations(str(corrupt))
     empty = tmp_path / "train-only.jsonl"
     empty.write_text(json.dumps({"event": "train", "step": 1, "loss": 1.0}) + "\n")
