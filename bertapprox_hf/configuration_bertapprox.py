@@ -28,6 +28,10 @@ class BertApproxConfig(PretrainedConfig):
         context_intermediate_size: width inside those blocks (0: ``intermediate_size``).
         entry_adapter_rank: rank of a learned correction added to each entry's embedding
             (``vocab_size × rank + rank × embedding_dim`` parameters; 0: none).
+        pair_rank: width of the features of consecutive entry pairs (word order beyond the n-grams): the
+            bag's entries other than skip-grams, in text order, give pairs ``(u, v)`` with the feature
+            ``(A·φ_u) ⊙ (B·φ_v)``; they are pooled with softmax weights of their own and mapped (zero at start)
+            onto the pooled vector before ρ (``3·hidden·rank + rank + 1`` parameters; 0: none).
         dropout: dropout inside the residual blocks.
         output_dim: embedding size, the teacher's; ``None`` means ``embedding_dim``.
         normalize: L2-normalize the output, as the teacher does.
@@ -52,6 +56,7 @@ class BertApproxConfig(PretrainedConfig):
         context_layers: int = 0,
         context_intermediate_size: int = 0,
         entry_adapter_rank: int = 0,
+        pair_rank: int = 0,
         dropout: float = 0.0,
         output_dim: int | None = None,
         normalize: bool = False,
@@ -79,6 +84,7 @@ class BertApproxConfig(PretrainedConfig):
             ("phi_layers", phi_layers),
             ("rho_layers", rho_layers),
             ("entry_adapter_rank", entry_adapter_rank),
+            ("pair_rank", pair_rank),
             ("context_layers", context_layers),
             ("context_intermediate_size", context_intermediate_size),
         ):
@@ -102,6 +108,7 @@ class BertApproxConfig(PretrainedConfig):
         self.context_layers = context_layers
         self.context_intermediate_size = context_intermediate_size
         self.entry_adapter_rank = entry_adapter_rank
+        self.pair_rank = pair_rank
         self.dropout = dropout
         self.output_dim = output_dim
         self.normalize = normalize

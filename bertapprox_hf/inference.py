@@ -141,6 +141,41 @@ def _int_mm_works(device: torch.device) -> bool:
         return False
 
 
+class _PairTables:
+    """A pair model's per-entry parts, ``A·φ`` and ``B·φ``, and the rest of its pair pooling, for flat bags."""
+
+    def __init__(self, model: BertApproxModel, values: torch.Tensor, dtype: torch.dtype, device: torch.device):
+        pairs = model.pairs
+        self.is_skipgram = model.entry_is_skipgram.to(device)
+        self.score_weight = pairs.score.weight.detach().float().reshape(-1).to(device)
+        self.score_bias = pairs.score.bias.detach().float().to(device)
+        self.up = pairs.up.weight.detach().float().t().contiguous().to(device)  # [rank, hidden]
+        left, right = [], []
+        with torch.inference_mode():
+            for start in range(0, values.shape[0], PRECOMPUTE_CHUNK):
+                chunk = values[start : start + PRECOMPUTE_CHUNK].to(device=device, dtype=pairs.left.weight.dtype)
+                left.append(pairs.left(chunk).to(dtype))
+                right.append(pairs.right(chunk).to(dtype))
+        self.left, self.right = torch.cat(left).contiguous(), torch.cat(right).contiguous()
+
+    def pooled(self, flat: torch.Tensor, lengths: torch.Tensor, bag_softmax) -> torch.Tensor:
+        """The pair term of each of the concatenated bags: [bags, hidden] float32 (0 for a bag without pairs)."""
+        bags = lengths.numel()
+        bag_of_entry = torch.repeat_interleave(torch.arange(bags, device=flat.device), lengths)
+        keep = ~self.is_skipgram.index_select(0, flat)
+        units, unit_bag = flat[keep], bag_of_entry[keep]
+        same = unit_bag[1:] == unit_bag[:-1]  # consecutive units of one bag
+        pair_bag = unit_bag[1:][same]
+        if pair_bag.numel() == 0:
+            return torch.zeros(bags, self.up.shape[1], device=flat.device)
+        counts = torch.bincount(pair_bag, minlength=bags)  # pairs come bag by bag
+        pair = self.left.index_select(0, units[:-1][same]).float()
+        pair.mul_(self.right.index_select(0, units[1:][same]))
+        weights = bag_softmax(torch.mv(pair, self.score_weight).add_(self.score_bias)[:, None], counts)
+        summed = torch.segment_reduce(pair.mul_(weights), "sum", lengths=counts, unsafe=True)
+        return summed @ self.up
+
+
 class ConfigProperties:
     """``dim``, ``similarity`` and sentence-transformers' ``get_sentence_embedding_dimension``, read from the
     model config (``self.config``) of an encoder: :class:`Encoder` and the exported-graph encoders."""
@@ -214,6 +249,7 @@ class Encoder(ConfigProperties):
         self._context_table = self._precompute_context(values) if len(blocks) == 1 else None
         if self._context_table is not None:  # the text's part of the first layer, W_up·U, as one matrix
             self._context_up = blocks[0].up.weight @ blocks[0].context.weight
+        self._pairs = _PairTables(model, values, self._table_dtype(), self.device) if model.pairs is not None else None
         self._build_rho(model, rho_dtype)
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
@@ -278,12 +314,16 @@ class Encoder(ConfigProperties):
         text, instead of two matrix products per entry. Stored in the values' precision (float32 for int8).
         """
         block = self._context_blocks[0]
-        dtype = torch.float32 if self.dtype == "int8" else DTYPES[self.dtype]
+        dtype = self._table_dtype()
         rows = []
         for start in range(0, self.vocab_size, PRECOMPUTE_CHUNK):
             chunk = values[start : start + PRECOMPUTE_CHUNK].to(self.device)
             rows.append(block.up(block.norm(chunk)).to(dtype))
         return torch.cat(rows).contiguous()
+
+    def _table_dtype(self) -> torch.dtype:
+        """Precision of the per-entry tables other than the values: the values' own, float32 for int8."""
+        return torch.float32 if self.dtype == "int8" else DTYPES[self.dtype]
 
     def _build_values(self, values: torch.Tensor) -> None:
         """The table that pooling sums rows of, in the chosen precision."""
@@ -406,6 +446,8 @@ class Encoder(ConfigProperties):
                 pooled = self._context_pool_precomputed(flat, lengths, bag_of_entry, weights, pooled)
             elif len(self._context_blocks):
                 pooled = self._context_pool(flat, lengths, bag_of_entry, weights, pooled)
+        if self._pairs is not None:
+            pooled = pooled + self._pairs.pooled(flat, lengths, self._bag_softmax)
         return pooled.to(self._rho_input_dtype)
 
     def _context_pool_precomputed(

@@ -16,6 +16,8 @@
 Residual branches start at zero, the queries at zero and the output map at the identity, so an
 untrained model is the plain mean of the entry embeddings and training only adds to that baseline.
 φ and the first round's pooling scores depend on one entry each, so both can be precomputed per entry.
+With ``pair_rank`` > 0, features of consecutive entry pairs (word order) are pooled and added before ρ
+(:class:`PairPooling`, zero at start); their per-entry parts are precomputed too.
 
 Copied next to the model as remote code: imports only torch, transformers and sibling modules.
 """
@@ -87,6 +89,48 @@ class ContextBlock(ResidualBlock):
         return x + self.down(self.dropout(F.gelu(self.up(hidden))))
 
 
+class PairPooling(nn.Module):
+    """Features of consecutive entry pairs, pooled and mapped onto the pooled vector (zero at start).
+
+    Pair ``(u, v)`` has the feature ``(A·φ_u) ⊙ (B·φ_v)`` (``rank`` values); a text's pairs are averaged with
+    softmax weights of a linear score of their own. ``A·φ`` and ``B·φ`` depend on one entry each (tables at
+    inference), so a pair costs a product and a dot product. ``A``, ``B`` and the score keep torch's default
+    initialisation, the map ``up`` starts at zero: a model with pairs starts as the model without.
+    """
+
+    def __init__(self, hidden: int, rank: int) -> None:
+        super().__init__()
+        self.left = nn.Linear(hidden, rank, bias=False)
+        self.right = nn.Linear(hidden, rank, bias=False)
+        self.score = nn.Linear(rank, 1)
+        self.up = nn.Linear(rank, hidden, bias=False)
+        for layer in (self.left, self.right, self.score):
+            layer.init_rule = "default"
+        self.up.init_rule = "zero"
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``left``/``right`` [batch, pairs, rank] (``A·φ``, ``B·φ`` of each pair's entries), ``mask`` [batch, pairs]:
+        [batch, hidden]; a text without pairs gets 0."""
+        pair = left * right
+        mask = mask.to(torch.bool)
+        scores = self.score(pair).squeeze(-1).float().masked_fill(~mask, torch.finfo(torch.float32).min)
+        weights = torch.softmax(scores, dim=-1) * mask  # an all-padding row: 0
+        return self.up(torch.einsum("bp,bpr->br", weights.to(pair.dtype), pair))
+
+
+def consecutive_pairs(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, is_skipgram: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Positions of consecutive entry pairs in each bag: the entries other than skip-grams (which the tokenizer
+    puts after their word), in bag order. Returns left and right positions and a mask, each [batch, bag - 1]."""
+    width = input_ids.shape[1]
+    units = (attention_mask > 0) & ~is_skipgram[input_ids]
+    key = torch.arange(width, device=input_ids.device) + width * (~units).long()  # units first, in order
+    order = torch.argsort(key, dim=1)
+    valid = torch.gather(units, 1, order)
+    return order[:, :-1], order[:, 1:], valid[:, 1:]
+
+
 class AttentionPooling(nn.Module):
     """Multi-head pooling with one learned query per head and a padding mask, in ``pooling_rounds`` rounds."""
 
@@ -149,6 +193,9 @@ class BertApproxPreTrainedModel(PreTrainedModel):
                 nn.init.zeros_(module.weight)
             elif rule == "identity":  # a wider input keeps its leading out_features dimensions
                 nn.init.eye_(module.weight)
+            elif rule == "default":  # torch's own initialisation
+                module.reset_parameters()
+                return
             else:
                 nn.init.xavier_uniform_(module.weight)
             if module.bias is not None:
@@ -204,6 +251,9 @@ class BertApproxModel(BertApproxPreTrainedModel):
                 for _ in range(config.rho_layers)
             ]
         )
+        self.pairs = PairPooling(config.hidden_size, config.pair_rank) if config.pair_rank else None
+        if config.pair_rank:  # which entries are skip-grams (left out of pairs): data, filled from a vocabulary
+            self.register_buffer("entry_is_skipgram", torch.zeros(config.vocab_size, dtype=torch.bool))
         self.output_projection = nn.Linear(config.hidden_size, config.output_dim)
         self.output_projection.init_rule = "identity"
         if self.input_projection is not None:
@@ -224,6 +274,16 @@ class BertApproxModel(BertApproxPreTrainedModel):
         """φ of each entry: [..., hidden_size]; depends on the entry alone (computed once per distinct id)."""
         unique_ids, inverse = torch.unique(input_ids, return_inverse=True)
         return self._phi(unique_ids)[inverse]
+
+    def _pair_term(
+        self, unique_features: torch.Tensor, inverse: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """The pair features' contribution to the pooled vector: [batch, hidden]."""
+        left, right, pair_mask = consecutive_pairs(input_ids, mask, self.entry_is_skipgram)
+        left_table, right_table = self.pairs.left(unique_features), self.pairs.right(unique_features)
+        left_rows = left_table[torch.gather(inverse, 1, left)]
+        right_rows = right_table[torch.gather(inverse, 1, right)]
+        return self.pairs(left_rows, right_rows, pair_mask)
 
     def embed_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
         """ρ and the optional L2 normalization: pooled vector to sentence embedding."""
@@ -262,6 +322,8 @@ class BertApproxModel(BertApproxPreTrainedModel):
         for block in self.context_blocks:  # entries see the text; pooled again with the same weights
             features = block(features, pooled.unsqueeze(1))
             pooled = self.pooling.weighted_sum(features, weights)
+        if self.pairs is not None:
+            pooled = pooled + self._pair_term(unique_features, inverse, input_ids, attention_mask)
         embedding = self.embed_pooled(pooled)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if not return_dict:

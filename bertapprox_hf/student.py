@@ -35,8 +35,16 @@ def create_student(vocabulary: Vocabulary, **config_overrides) -> BertApproxMode
     model = BertApproxModel(BertApproxConfig(**settings))
     with torch.no_grad():
         model.entry_table.weight.copy_(torch.from_numpy(np.asarray(vocabulary.embeddings, dtype=np.float32)))
+    mark_skipgrams(model, vocabulary)
     model.set_tokenizer(vocabulary.tokenizer())
     return model
+
+
+def mark_skipgrams(model: BertApproxModel, vocabulary: Vocabulary) -> None:
+    """Fill a pair model's ``entry_is_skipgram`` from the vocabulary (pairs leave skip-grams out)."""
+    if model.config.pair_rank:
+        flags = torch.tensor([kind == "skipgram" for kind in vocabulary.kinds()], dtype=torch.bool)
+        model.entry_is_skipgram.copy_(flags.to(model.entry_is_skipgram.device))
 
 
 def load_student_to_train(path: str, vocabulary: Vocabulary, **expected_config) -> BertApproxModel:
@@ -45,8 +53,8 @@ def load_student_to_train(path: str, vocabulary: Vocabulary, **expected_config) 
     Refuses, naming the setting, a student whose entries or entry table differ from the vocabulary's
     or whose architecture differs from ``expected_config`` (``BertApproxConfig`` arguments). The exceptions
     are the parts that start at zero: ``pooling_rounds`` and ``context_layers`` may exceed the saved
-    student's (with any ``context_intermediate_size`` when it had no context block), so the model starts as
-    the saved student.
+    student's (with any ``context_intermediate_size`` when it had no context block) and ``pair_rank`` may be
+    set for a student without pairs, so the model starts as the saved student.
     """
     import os
 
@@ -58,8 +66,13 @@ def load_student_to_train(path: str, vocabulary: Vocabulary, **expected_config) 
     if load_entries(vocab_file) != vocabulary.entries:
         raise ValueError(f"model.init_from: the entries of {path} differ from those of the vocabulary (data.vocab)")
     saved_config = BertApproxConfig.from_pretrained(path)
+    if saved_config.pair_rank and expected_config.get("pair_rank", saved_config.pair_rank) != saved_config.pair_rank:
+        raise ValueError(
+            f"model.pair_rank is {expected_config['pair_rank']} but the student in {path} (model.init_from) has "
+            f"{saved_config.pair_rank}: pairs can be added to a student without them, not resized"
+        )
     growable = {}
-    for key, what in (("pooling_rounds", "rounds"), ("context_layers", "context blocks")):
+    for key, what in (("pooling_rounds", "rounds"), ("context_layers", "context blocks"), ("pair_rank", "pairs")):
         value = expected_config.get(key, getattr(saved_config, key))
         if value < getattr(saved_config, key):
             raise ValueError(
@@ -77,5 +90,7 @@ def load_student_to_train(path: str, vocabulary: Vocabulary, **expected_config) 
     table = np.asarray(vocabulary.embeddings, dtype=np.float32)
     if not np.allclose(model.entry_table.weight.detach().numpy(), table, atol=1e-3):
         raise ValueError(f"model.init_from: the entry table of {path} differs from the vocabulary's embeddings")
+    if not saved_config.pair_rank:
+        mark_skipgrams(model, vocabulary)  # pairs added now (a saved pair model holds its own flags)
     model.set_tokenizer(vocabulary.tokenizer())
     return model

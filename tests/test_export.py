@@ -34,11 +34,12 @@ def texts(shared_data) -> list[str]:
 @pytest.fixture(scope="module")
 def student(tiny_vocab, tmp_path_factory):
     """A small trained-like student, saved; returns (model, folder)."""
-    # the graph repeats pooling per round, then runs the context block on the gathered rows
-    model = trained_student(tiny_vocab, pooling_rounds=2, context_layers=1)
+    # the graph repeats pooling per round, runs the context block on the gathered rows and adds the pairs
+    model = trained_student(tiny_vocab, pooling_rounds=2, context_layers=1, pair_rank=8)
     with torch.no_grad():
         model.pooling.context_queries[0].proj.weight.normal_(0, 0.5)
         model.context_blocks[0].down.weight.normal_(0, 0.2)  # large enough to matter
+        model.pairs.up.weight.normal_(0, 0.3)
     folder = tmp_path_factory.mktemp("student")
     model.save_pretrained(folder)
     return model, folder

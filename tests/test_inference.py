@@ -35,12 +35,13 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def tiny_student(tiny_vocab):
-    # the adapter is part of the per-entry tables; a second pooling round re-weights the gathered rows and
-    # a context block updates them with the pooled vector
-    model = trained_student(tiny_vocab, entry_adapter_rank=4, pooling_rounds=2, context_layers=1)
+    # the adapter is part of the per-entry tables; a second pooling round re-weights the gathered rows,
+    # a context block updates them with the pooled vector and pair features add word order
+    model = trained_student(tiny_vocab, entry_adapter_rank=4, pooling_rounds=2, context_layers=1, pair_rank=8)
     with torch.no_grad():
         model.pooling.context_queries[0].proj.weight.normal_(0, 0.5)  # large enough to matter
         model.context_blocks[0].down.weight.normal_(0, 0.2)
+        model.pairs.up.weight.normal_(0, 0.3)
     return model
 
 

@@ -156,3 +156,46 @@ def test_bad_inputs_get_clear_errors():
 def test_bad_configs_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         BertApproxConfig(**kwargs)
+
+
+def test_pairs_start_at_zero_then_add_the_order_of_the_entries():
+    plain = trained_looking_model()
+    paired = trained_looking_model(pair_rank=6)
+    fresh = BertApproxModel(BertApproxConfig(vocab_size=50, embedding_dim=24, num_heads=4, pair_rank=6)).pairs
+    assert fresh.up.weight.abs().sum() == 0 and fresh.left.weight.std() > 0.05  # zero map, drawn features
+    paired.load_state_dict(plain.state_dict(), strict=False)  # the same model plus pairs
+    with torch.no_grad():
+        paired.pairs.up.weight.zero_()  # as at the start
+        paired.entry_is_skipgram[40:] = True  # ids 40-49 play skip-grams
+    ids = torch.tensor([[5, 41, 7, 9, 44, 12], [3, 8, 0, 0, 0, 0], [6, 0, 0, 0, 0, 0]])
+    mask = (ids > 0).long()
+    with torch.no_grad():
+        torch.testing.assert_close(paired(ids, mask).pooler_output, plain(ids, mask).pooler_output)
+        paired.pairs.up.weight.normal_(0, 0.3)
+        base = paired(ids, mask).pooler_output
+        swapped = paired(ids[:, [0, 1, 3, 2, 4, 5]], mask).pooler_output  # 7 and 9 change places
+        assert not torch.allclose(swapped[0], base[0], atol=1e-4)
+        torch.testing.assert_close(swapped[1:], base[1:])  # padding moved within padding
+        # skip-grams are not in pairs: where they sit does not matter; nor does padding, nor ids under it
+        moved = paired(ids[:, [1, 0, 2, 4, 3, 5]], mask).pooler_output
+        torch.testing.assert_close(moved[0], base[0])
+        noisy = torch.where(mask.bool(), ids, torch.randint(1, 50, ids.shape))
+        torch.testing.assert_close(paired(noisy, mask).pooler_output, base)
+        reversed_pair = paired(torch.tensor([[8, 3]]), torch.ones(1, 2, dtype=torch.long)).pooler_output
+        assert not torch.allclose(reversed_pair[0], base[1], atol=1e-4)  # (3, 8) is not (8, 3)
+        single = paired(torch.tensor([[6]]), torch.ones(1, 1, dtype=torch.long)).pooler_output
+        torch.testing.assert_close(single[0], plain(ids[2:], mask[2:]).pooler_output[0])  # no pair: no term
+
+
+def test_consecutive_pairs_are_the_bag_without_skipgrams_in_order():
+    from bertapprox_hf.modeling_bertapprox import consecutive_pairs
+
+    ids = torch.tensor([[4, 45, 6, 7, 46, 0], [9, 0, 0, 0, 0, 0]])
+    is_skipgram = torch.zeros(50, dtype=torch.bool)
+    is_skipgram[45:] = True
+    left, right, mask = consecutive_pairs(ids, (ids > 0).long(), is_skipgram)
+    pairs = [
+        [(int(ids[row, a]), int(ids[row, b])) for a, b, m in zip(left[row], right[row], mask[row], strict=True) if m]
+        for row in range(2)
+    ]
+    assert pairs == [[(4, 6), (6, 7)], []]

@@ -78,11 +78,15 @@ def test_round_trip_through_auto_classes_in_a_fresh_process(tiny_vocab, tmp_path
     np.testing.assert_allclose(np.array(loaded["encode"]), before, atol=1e-6)
 
 
-def test_model_from_pretrained_in_process_equals_the_original(tiny_vocab, tmp_path):
-    model = trained_student(tiny_vocab)
+@pytest.mark.parametrize("pair_rank", [0, 8])
+def test_model_from_pretrained_in_process_equals_the_original(tiny_vocab, tmp_path, pair_rank):
+    model = trained_student(tiny_vocab, pair_rank=pair_rank)
     model.save_pretrained(tmp_path)
     loaded = BertApproxModel.from_pretrained(tmp_path)
     np.testing.assert_array_equal(loaded.encode(TEXTS), model.encode(TEXTS))
+    if pair_rank:  # the skip-gram flags travel in the weights file
+        assert loaded.entry_is_skipgram.tolist() == [kind == "skipgram" for kind in tiny_vocab.kinds()]
+        assert loaded.entry_is_skipgram.any()
 
 
 def test_missing_weights_file_is_named(tiny_vocab, tmp_path):

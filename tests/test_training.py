@@ -16,6 +16,7 @@ from bertapprox_hf.targets import build_targets
 from bertapprox_hf.training import Trainer, load_config
 from bertapprox_hf.training.config import ConfigError
 from bertapprox_hf.training.data import is_training, records_containing
+from bertapprox_hf.vocabulary import Vocabulary
 
 from .conftest import REPO, TRAIN, read_texts
 
@@ -134,6 +135,18 @@ def test_a_saved_student_trains_further_with_init_from(inputs, tmp_path):
     assert block.down.weight.abs().sum() > 0  # and it trains
     with pytest.raises(ValueError, match="context blocks can be added, not removed"):
         Trainer(tiny_config(inputs, tmp_path / "fewer", f"model.init_from={tmp_path / 'context' / 'best'}"))
+
+    # and pair features: their map starts at zero, the skip-gram flags come from the vocabulary
+    paired = Trainer(tiny_config(inputs, tmp_path / "pairs", *settings, "model.pair_rank=8"))
+    assert paired.evaluate()["cosine_all"] == pytest.approx(report["best"]["cosine_all"], abs=1e-5)
+    model = paired.accelerator.unwrap_model(paired.model)
+    skipgrams = [kind == "skipgram" for kind in Vocabulary.load(inputs["vocab"]).kinds()]
+    assert model.entry_is_skipgram.tolist() == skipgrams and any(skipgrams)
+    paired.train()
+    assert model.pairs.up.weight.abs().sum() > 0  # and they train
+    with pytest.raises(ValueError, match="pairs can be added to a student without them, not resized"):
+        Trainer(tiny_config(inputs, tmp_path / "resized", f"model.init_from={tmp_path / 'pairs' / 'best'}",
+                            "model.pair_rank=4"))  # fmt: skip
     with pytest.raises(ConfigError, match="model.init_from: folder not found: /nowhere"):
         tiny_config(inputs, tmp_path / "none", "model.init_from=/nowhere")
 

@@ -5,8 +5,9 @@ they are computed once for the whole vocabulary and stored as two tables; the gr
 gathers rows, softmaxes the scores over each bag (padding masked out), takes the weighted sum per
 head (again per further pooling round, the previous scores plus the rows' dot products with queries computed
 from the previous round's pooled vector), runs the optional context blocks on the gathered rows (each then
-summed again with the last round's weights) and applies ρ. Every op is plain (Gather, Softmax, Einsum, Gemm,
-LayerNorm, Gelu), so ONNX and TorchScript export it with dynamic batch and bag axes.
+summed again with the last round's weights), adds a pair model's pooled pair features (their per-entry parts
+are tables too; the pairs come from a sort of each bag's positions) and applies ρ. Every op is plain (Gather,
+Softmax, Einsum, Gemm, LayerNorm, Gelu, TopK), so ONNX and TorchScript export it with dynamic batch and bag axes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..modeling_bertapprox import BertApproxModel
+from ..modeling_bertapprox import BertApproxModel, consecutive_pairs
 
 INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAME = "sentence_embedding"
@@ -45,6 +46,7 @@ class BagEmbeddingGraph(nn.Module):
         self.register_buffer(SCORES_NAME, scores)
         self.context_queries = copy.deepcopy(model.pooling.context_queries).float()
         self.context_blocks = copy.deepcopy(model.context_blocks).float()
+        self.pairs = nn.ModuleList([PairGraph(model, values)] if model.pairs is not None else [])
         self.rho = nn.Sequential(*copy.deepcopy(list(model.rho)), copy.deepcopy(model.output_projection)).float()
         self.eval()
         for param in self.parameters():
@@ -63,6 +65,8 @@ class BagEmbeddingGraph(nn.Module):
         for block in self.context_blocks:  # entries updated with their text's pooled vector, same weights
             values = block(values.flatten(-2), pooled.unsqueeze(1)).unflatten(-1, (self.num_heads, self.head_dim))
             pooled = torch.einsum("bnh,bnhd->bhd", weights, values).flatten(-2)
+        for pairs in self.pairs:
+            pooled = pooled + pairs(input_ids, attention_mask)
         out = self.rho(pooled)
         if self.normalize:
             out = F.normalize(out, dim=-1)
@@ -72,6 +76,29 @@ class BagEmbeddingGraph(nn.Module):
         """Softmax of [batch, bag, heads] scores over each bag; an all-padding bag gets all zero."""
         scores = scores.masked_fill(~mask, self.mask_value)
         return torch.softmax(scores, dim=1) * mask.to(scores.dtype)
+
+
+class PairGraph(nn.Module):
+    """A pair model's pair term from tables: ``A·φ`` and ``B·φ`` of every entry, the skip-gram flags, the score
+    and the map onto the pooled vector (:class:`~bertapprox_hf.modeling_bertapprox.PairPooling`)."""
+
+    def __init__(self, model: BertApproxModel, values: torch.Tensor) -> None:
+        super().__init__()
+        pairs = copy.deepcopy(model.pairs).float().cpu()
+        with torch.no_grad():
+            self.register_buffer("pair_left", pairs.left(values).contiguous())
+            self.register_buffer("pair_right", pairs.right(values).contiguous())
+        self.register_buffer("entry_is_skipgram", model.entry_is_skipgram.detach().cpu().clone())
+        self.score, self.up = pairs.score, pairs.up
+        self.mask_value = float(torch.finfo(torch.float32).min)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        left, right, pair_mask = consecutive_pairs(input_ids, attention_mask, self.entry_is_skipgram)
+        pair = F.embedding(torch.gather(input_ids, 1, left), self.pair_left)
+        pair = pair * F.embedding(torch.gather(input_ids, 1, right), self.pair_right)
+        scores = self.score(pair).squeeze(-1).masked_fill(~pair_mask, self.mask_value)
+        weights = torch.softmax(scores, dim=-1) * pair_mask.to(scores.dtype)
+        return self.up(torch.einsum("bp,bpr->br", weights, pair))
 
 
 @torch.inference_mode()

@@ -111,6 +111,13 @@ def render_details(sources: dict) -> str:
             f"{config.get('context_layers') or 0} residual MLP block(s) on each entry's φ plus its text's pooled "
             f"vector, inner {config.get('context_intermediate_size') or config.get('intermediate_size')}",
         ],
+        [
+            "pair features (per text)",
+            f"consecutive entries (skip-grams aside) as pairs (A·φ_u) ⊙ (B·φ_v), rank {config['pair_rank']}, "
+            "pooled and added before ρ"
+            if config.get("pair_rank")
+            else "none",
+        ],
         ["ρ (per text)", f"{config.get('rho_layers')} residual MLP block(s) and a linear map"],
         ["entry adapter rank", str(config.get("entry_adapter_rank") or 0)],
         ["bag size", f"at most {config.get('max_bag_size')} entries a text"],

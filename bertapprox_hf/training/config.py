@@ -48,6 +48,9 @@ class ModelConfig:
     context_layers: int = 0
     context_intermediate_size: int = 0  # width inside those blocks (0: intermediate_size)
     entry_adapter_rank: int = 0  # rank of a learned correction of each entry's embedding (0: none)
+    # width of the features of consecutive entry pairs (skip-grams aside), pooled and added before ρ: word
+    # order beyond the n-grams (0: none; the hidden size is a good start); init_from may add them
+    pair_rank: int = 0
     # a saved student (folder) to start from instead of an untrained one, e.g. to fine-tune it on new texts or
     # train it a second schedule; same vocabulary, and the keys above must match it (pooling_rounds may be higher)
     init_from: str = ""
