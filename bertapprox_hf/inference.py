@@ -17,6 +17,9 @@ then updates the gathered rows of each bag with its pooled vector and sums them 
 weights: the one step whose cost grows with bag size × block width. A single block's first layer splits into
 a per-entry part, precomputed as one more table (``up(LN(φ))``, [vocab, inner]), and a per-text part, so
 per entry it costs a gather, an add and a GELU; stacked blocks run the MLP on every gathered row (float32).
+A pair model (``pair_rank``) keeps ``A·φ`` and ``B·φ`` as two more tables ([vocab, rank]): per bag its
+entries other than skip-grams are paired with the next one, the pairs' rows multiplied, scored, softmaxed
+per bag, summed (``segment_reduce``) and mapped onto the pooled vector before ρ.
 
     encoder = Encoder.from_pretrained("path/to/student", dtype="int8")
     embeddings = encoder.encode(["what is the interest rate", "new york city"])   # [2, dim] float32
