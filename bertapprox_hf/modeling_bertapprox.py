@@ -107,14 +107,15 @@ class PairPooling(nn.Module):
         for layer in (self.left, self.right, self.score):
             layer.init_rule = "default"
         self.up.init_rule = "zero"
+        self.mask_value = float(torch.finfo(torch.float32).min)  # a plain float: the module also runs scripted
 
     def forward(self, left: torch.Tensor, right: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``left``/``right`` [batch, pairs, rank] (``A·φ``, ``B·φ`` of each pair's entries), ``mask`` [batch, pairs]:
         [batch, hidden]; a text without pairs gets 0."""
         pair = left * right
         mask = mask.to(torch.bool)
-        scores = self.score(pair).squeeze(-1).float().masked_fill(~mask, torch.finfo(torch.float32).min)
-        weights = torch.softmax(scores, dim=-1) * mask  # an all-padding row: 0
+        scores = self.score(pair).squeeze(-1).float().masked_fill(~mask, self.mask_value)
+        weights = torch.softmax(scores, dim=-1) * mask.to(scores.dtype)  # an all-padding row: 0
         return self.up(torch.einsum("bp,bpr->br", weights.to(pair.dtype), pair))
 
 

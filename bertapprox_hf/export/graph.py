@@ -79,8 +79,8 @@ class BagEmbeddingGraph(nn.Module):
 
 
 class PairGraph(nn.Module):
-    """A pair model's pair term from tables: ``A·φ`` and ``B·φ`` of every entry, the skip-gram flags, the score
-    and the map onto the pooled vector (:class:`~bertapprox_hf.modeling_bertapprox.PairPooling`)."""
+    """A pair model's pair term from tables: ``A·φ`` and ``B·φ`` of every entry and the skip-gram flags, then the
+    model's own :class:`~bertapprox_hf.modeling_bertapprox.PairPooling` (its score and map)."""
 
     def __init__(self, model: BertApproxModel, values: torch.Tensor) -> None:
         super().__init__()
@@ -88,17 +88,15 @@ class PairGraph(nn.Module):
         with torch.no_grad():
             self.register_buffer("pair_left", pairs.left(values).contiguous())
             self.register_buffer("pair_right", pairs.right(values).contiguous())
+        pairs.left = pairs.right = None  # now tables
         self.register_buffer("entry_is_skipgram", model.entry_is_skipgram.detach().cpu().clone())
-        self.score, self.up = pairs.score, pairs.up
-        self.mask_value = float(torch.finfo(torch.float32).min)
+        self.pooling = pairs
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         left, right, pair_mask = consecutive_pairs(input_ids, attention_mask, self.entry_is_skipgram)
-        pair = F.embedding(torch.gather(input_ids, 1, left), self.pair_left)
-        pair = pair * F.embedding(torch.gather(input_ids, 1, right), self.pair_right)
-        scores = self.score(pair).squeeze(-1).masked_fill(~pair_mask, self.mask_value)
-        weights = torch.softmax(scores, dim=-1) * pair_mask.to(scores.dtype)
-        return self.up(torch.einsum("bp,bpr->br", weights, pair))
+        left_rows = F.embedding(torch.gather(input_ids, 1, left), self.pair_left)
+        right_rows = F.embedding(torch.gather(input_ids, 1, right), self.pair_right)
+        return self.pooling(left_rows, right_rows, pair_mask)
 
 
 @torch.inference_mode()
