@@ -24,12 +24,13 @@ TARGETS_MORE := $(WORK)/targets-more-$(TEACHER_NAME)
 TARGETS_REST := $(WORK)/targets-rest-$(TEACHER_NAME)
 TARGETS_CROPS := $(WORK)/targets-crops-$(TEACHER_NAME)
 TARGETS_CROPS_REST := $(WORK)/targets-crops-rest-$(TEACHER_NAME)
+TARGETS_CROPS_MORE := $(WORK)/targets-crops-more-$(TEACHER_NAME)
 VOCAB_CONTEXTUAL := $(WORK)/vocab-contextual-$(TEACHER_NAME)
 VOCAB_CONTEXTUAL_FULL := $(WORK)/vocab-contextual-full-$(TEACHER_NAME)
 # A local copy of the teacher (verified download); elsewhere set TEACHER to a Hub id.
 TEACHER = $(shell bash $(SHARED)/teachers/fetch $(TEACHER_NAME) | tail -n 1)
 
-.PHONY: install test lint demo vocab targets targets-more targets-rest targets-crops targets-crops-rest vocab-contextual vocab-contextual-full train speed clean
+.PHONY: install test lint demo vocab targets targets-more targets-rest targets-crops targets-crops-rest targets-crops-more vocab-contextual vocab-contextual-full train speed clean
 
 install:  ## torch first (the CPU wheel), then the package with training, indexing and dev extras
 	$(PYTHON) -m pip install --quiet $(TORCH_PIN)
@@ -64,6 +65,10 @@ targets-crops:  ## a crop (a random run of words) of each long text of the demo'
 
 targets-crops-rest:  ## the same for each long text after the demo's (configs/minilm-full-pairs-crops.yaml)
 	bertapprox targets build --teacher $(TEACHER) --out $(TARGETS_CROPS_REST) --skip-per-source $(PER_SOURCE) --crops 1 \
+		--corpus $(CORPUS)
+
+targets-crops-more:  ## two more crops (numbers 1 and 2) of every long text, the two sets above left as they are
+	bertapprox targets build --teacher $(TEACHER) --out $(TARGETS_CROPS_MORE) --crops 2 --first-crop 1 \
 		--corpus $(CORPUS)
 
 vocab-contextual: $(VOCAB_CONTEXTUAL)/vocabulary.json  ## each entry's teacher token states in the demo's training texts beside its own

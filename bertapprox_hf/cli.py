@@ -147,6 +147,12 @@ def _add_targets_build(sub) -> None:
         "training texts (see bertapprox_hf/crops.py)",
     )
     parser.add_argument("--crop-min-words", type=int, default=41, help="texts shorter than this give no crops")
+    parser.add_argument(
+        "--first-crop",
+        type=int,
+        default=0,
+        help="number of the first crop of each text: 1 adds crops to a set made with --crops 1 without redoing it",
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: this process's accelerator)")
 
 
@@ -199,13 +205,18 @@ def _targets_build(args) -> int:
                 "max_per_source": args.max_per_source,
                 "skip_per_source": args.skip_per_source,
                 "max_texts": args.max_texts,
-                **({"crops_per_text": args.crops, "crop_min_words": args.crop_min_words} if args.crops else {}),
+                **(
+                    {"crops_per_text": args.crops, "crop_min_words": args.crop_min_words, "first_crop": args.first_crop}
+                    if args.crops
+                    else {}
+                ),
             },
             max_per_source=args.max_per_source,
             skip_per_source=args.skip_per_source,
             max_records=args.max_texts,
             crops_per_text=args.crops,
             crop_min_words=args.crop_min_words,
+            first_crop=args.first_crop,
         )
         if count > 1:
             state.wait_for_everyone()

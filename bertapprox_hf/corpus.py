@@ -70,6 +70,7 @@ def iter_records(
     skip_per_source: int = 0,
     crops_per_text: int = 0,
     crop_min_words: int = 41,
+    first_crop: int = 0,
 ) -> Iterator[Record]:
     """Records of any supported corpus.
 
@@ -81,6 +82,7 @@ def iter_records(
             to an earlier set: ``skip_per_source=15000`` continues one made with ``max_per_source=15000``).
         crops_per_text: instead of the records, that many crops of each record of ``crop_min_words`` words or
             more (see :mod:`bertapprox_hf.crops`); ``max_records`` then counts crops.
+        first_crop: the number of the first crop of each record (to add crops to an earlier set of them).
         max_records: stop after this many records in all.
     """
     if skip_per_source < 0:
@@ -89,7 +91,7 @@ def iter_records(
     if crops_per_text:
         from .crops import crop_records
 
-        stream = crop_records(stream, crops_per_text, crop_min_words)
+        stream = crop_records(stream, crops_per_text, crop_min_words, first_crop=first_crop)
     return itertools.islice(stream, max_records) if max_records is not None else stream
 
 

@@ -27,14 +27,20 @@ def is_crop(record_id: str) -> bool:
     return CROP_MARK in record_id
 
 
-def crop_records(records: Iterable[Record], crops_per_text: int, min_words: int, seed: int = 0) -> Iterator[Record]:
+def crop_records(
+    records: Iterable[Record], crops_per_text: int, min_words: int, seed: int = 0, first_crop: int = 0
+) -> Iterator[Record]:
     """``crops_per_text`` crops of every record of at least ``min_words`` words (shorter ones yield none).
 
     A crop keeps between half and all but one of the words (whitespace-separated), in a run that starts
-    anywhere. Crops depend only on ``seed`` and the record's id and text, so a rebuild makes the same ones.
+    anywhere. Crops depend only on ``seed``, the record's id and text and the crop's number, so a rebuild
+    makes the same ones. ``first_crop`` numbers the first crop made: ``first_crop=1`` gives the crops that
+    follow those of an earlier set made with ``crops_per_text=1`` (crop ``n`` is the same in either set).
     """
     if crops_per_text < 1:
         raise ValueError(f"crops_per_text must be at least 1, got {crops_per_text}")
+    if first_crop < 0:
+        raise ValueError(f"first_crop must not be negative, got {first_crop}")
     if min_words < 2:
         raise ValueError(f"min_words must be at least 2 (a crop drops a word), got {min_words}")
     for record in records:
@@ -42,7 +48,8 @@ def crop_records(records: Iterable[Record], crops_per_text: int, min_words: int,
         if len(words) < min_words:
             continue
         rng = random.Random(f"{seed}:{record['id']}:{len(words)}")
-        for number in range(crops_per_text):
+        for number in range(first_crop + crops_per_text):
             length = rng.randint((len(words) + 1) // 2, len(words) - 1)
             start = rng.randint(0, len(words) - length)
-            yield {"id": f"{record['id']}{CROP_MARK}{number}", "text": " ".join(words[start : start + length])}
+            if number >= first_crop:
+                yield {"id": f"{record['id']}{CROP_MARK}{number}", "text": " ".join(words[start : start + length])}

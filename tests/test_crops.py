@@ -27,6 +27,19 @@ def test_a_crop_is_a_run_of_at_least_half_of_the_words(shared_data):
     assert crops == list(crop_records(records, crops_per_text=2, min_words=41))  # a rebuild makes the same
 
 
+def test_first_crop_continues_an_earlier_set_of_crops(shared_data):
+    passages = read_texts(shared_data / "beir" / "scifact" / "corpus.jsonl", 50)
+    records = [{"id": f"d{n}", "text": text} for n, text in enumerate(passages)]
+    earlier = list(crop_records(records, crops_per_text=1, min_words=41))
+    later = list(crop_records(records, crops_per_text=2, min_words=41, first_crop=1))
+    together = list(crop_records(records, crops_per_text=3, min_words=41))
+    assert len(later) == 2 * len(earlier) > 0
+    assert sorted(earlier + later, key=lambda c: c["id"]) == sorted(together, key=lambda c: c["id"])
+    assert not {c["id"] for c in earlier} & {c["id"] for c in later}
+    with pytest.raises(ValueError, match="first_crop"):
+        list(crop_records(records, 1, 41, first_crop=-1))
+
+
 def test_short_texts_give_no_crops_and_bad_settings_are_refused():
     records = [{"id": "q", "text": "what is a crop"}, {"id": "p", "text": " ".join(["word"] * 50)}]
     assert [c["id"] for c in crop_records(records, 1, 41)] == [f"p{CROP_MARK}0"]

@@ -284,17 +284,20 @@ def test_cli_build_and_info(corpus, tiny_teacher_path, built, tmp_path, capsys):
     assert "manifest.json" in capsys.readouterr().err
 
 
-def test_cli_builds_crops_of_the_long_texts(corpus, records, tiny_teacher_path, tmp_path, capsys):
+@pytest.mark.parametrize("first_crop", [0, 1])
+def test_cli_builds_crops_of_the_long_texts(corpus, records, tiny_teacher_path, tmp_path, capsys, first_crop):
     out = tmp_path / "crops"
     code = main(
         ["targets", "build", "--corpus", *corpus, "--teacher", tiny_teacher_path, "--out", str(out),
-         "--max-per-source", str(MAX_PER_SOURCE), "--crops", "2", "--crop-min-words", "20", "--device", "cpu"]
+         "--max-per-source", str(MAX_PER_SOURCE), "--crops", "2", "--crop-min-words", "20", "--device", "cpu",
+         "--first-crop", str(first_crop)]
     )  # fmt: skip
     assert code == 0
     manifest = read_manifest(str(out))
     assert manifest["corpus"]["crops_per_text"] == 2 and manifest["corpus"]["crop_min_words"] == 20
+    assert manifest["corpus"]["first_crop"] == first_crop
     long_ids = [r["id"] for r in records if len(r["text"].split()) >= 20]
     ids, texts, _ = targets_columns(load_targets(str(out)))
-    assert long_ids and ids == [f"{i}{CROP_MARK}{n}" for i in long_ids for n in range(2)]
+    assert long_ids and ids == [f"{i}{CROP_MARK}{n}" for i in long_ids for n in range(first_crop, first_crop + 2)]
     whole = {r["id"]: " ".join(r["text"].split()) for r in records}
     assert all(text in whole[source_id(i)] for i, text in zip(ids, texts, strict=True))
