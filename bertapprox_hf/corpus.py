@@ -87,6 +87,8 @@ def iter_records(
     """
     if skip_per_source < 0:
         raise ValueError(f"skip_per_source must not be negative, got {skip_per_source}")
+    if first_crop and not crops_per_text:
+        raise ValueError(f"first_crop={first_crop} numbers crops, but crops_per_text is 0 (no crops are made)")
     stream = _records(source, text_field, title_field, max_per_source, skip_per_source)
     if crops_per_text:
         from .crops import crop_records

@@ -54,6 +54,8 @@ def test_corpus_reader_yields_crops_of_the_selected_texts(shared_data):
     texts = list(iter_records(str(corpus), max_per_source=20))
     crops = list(iter_records(str(corpus), max_per_source=20, crops_per_text=1))
     assert {source_id(c["id"]) for c in crops} == {r["id"] for r in texts if len(r["text"].split()) >= 41}
+    with pytest.raises(ValueError, match="first_crop"):  # crop numbers without crops: refused, not ignored
+        iter_records(str(corpus), max_per_source=20, first_crop=1)
 
 
 def test_crops_follow_their_text_and_are_never_validation_texts():
