@@ -80,8 +80,9 @@ def test_training_lowers_validation_loss_and_saves_a_loadable_model(inputs, tmp_
         np.testing.assert_allclose(loaded.encode(texts), current, atol=1e-5)
 
 
-def test_resumed_run_ends_with_the_same_weights(inputs, tmp_path):
-    settings = ("optim.max_steps=12", "run.checkpoint_every=5", "eval.every_steps=6", "model.dropout=0.1")
+@pytest.mark.parametrize("average", ["optim.ema_decay=0", "optim.ema_decay=0.9"])
+def test_resumed_run_ends_with_the_same_weights(inputs, tmp_path, average):
+    settings = ("optim.max_steps=12", "run.checkpoint_every=5", "eval.every_steps=6", "model.dropout=0.1", average)
     straight = Trainer(tiny_config(inputs, tmp_path / "straight", *settings))
     straight.train()
 
@@ -96,6 +97,29 @@ def test_resumed_run_ends_with_the_same_weights(inputs, tmp_path):
     b = resumed.accelerator.unwrap_model(resumed.model).state_dict()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+    if straight.average is not None:  # the average, what is evaluated and saved, resumes too
+        for key, value in straight.average.shadow.items():
+            torch.testing.assert_close(value, resumed.average.shadow[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_the_weight_average_is_evaluated_and_saved(inputs, tmp_path):
+    out = tmp_path / "run"
+    trainer = Trainer(tiny_config(inputs, out, "optim.epochs=3", "optim.ema_decay=0.8", "eval.every_steps=1000"))
+    trainer.train()
+    evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    last = [e for e in evals if e["event"] == "eval"][-1]
+    assert last["raw_cosine_all"] != last["cosine_all"]  # the live weights, logged beside the average
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    with trainer.average.applied(model):
+        averaged = model.encode(trainer.val_texts[:20])
+    live = model.encode(trainer.val_texts[:20])
+    from transformers import AutoModel
+
+    best = json.loads((out / "best" / "training.json").read_text())
+    assert best["step"] == trainer.state.step  # evaluated at steps 0 and 51 only
+    loaded = AutoModel.from_pretrained(out / "best", trust_remote_code=True).encode(trainer.val_texts[:20])
+    np.testing.assert_allclose(loaded, averaged, atol=1e-5)
+    assert np.abs(loaded - live).max() > 1e-4
 
 
 def test_a_saved_student_trains_further_with_init_from(inputs, tmp_path):

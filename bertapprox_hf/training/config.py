@@ -75,6 +75,9 @@ class OptimConfig:
     warmup_ratio: float = 0.05  # share of steps with a linear warm-up, then cosine decay to 0
     max_grad_norm: float = 1.0  # gradient clipping (0: off)
     grad_accum_steps: int = 1  # batches accumulated per optimizer step
+    # exponential moving average of the weights, evaluated and saved instead of the live ones (0: off;
+    # 0.999 averages over about the last 1,000 steps); training/averaging.py
+    ema_decay: float = 0.0
 
 
 @dataclass
@@ -214,6 +217,7 @@ def validate(config: TrainConfig) -> None:
         ("optim.epochs", config.optim.epochs >= 0),
         ("optim.grad_accum_steps", config.optim.grad_accum_steps >= 1),
         ("optim.warmup_ratio", 0 <= config.optim.warmup_ratio < 1),
+        ("optim.ema_decay", 0 <= config.optim.ema_decay < 1),
         ("eval.every_steps", config.eval.every_steps >= 1),
         ("run.checkpoint_every", config.run.checkpoint_every >= 1),
         ("run.keep_checkpoints", config.run.keep_checkpoints >= 1),

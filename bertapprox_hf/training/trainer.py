@@ -5,6 +5,7 @@ Output folder layout::
     OUTPUT/metrics.jsonl        one JSON object per logged step and per evaluation
     OUTPUT/tensorboard/         the same, as TensorBoard events
     OUTPUT/checkpoints/step_N/  accelerate state: model, optimizer, scheduler, RNG, data position
+    OUTPUT/checkpoints/step_N/weight_average.safetensors   the weight average (optim.ema_decay)
     OUTPUT/checkpoints/latest   name of the newest complete checkpoint (written last, atomically)
     OUTPUT/best/                the best model so far (save_pretrained; loads with AutoModel)
     OUTPUT/loss.png, validation.png, report.json
@@ -12,6 +13,7 @@ Output folder layout::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -26,6 +28,7 @@ from ..jsonio import write_json_atomic
 from ..student import create_student, load_student_to_train, teacher_dim
 from ..targets import check_teacher_compatible, read_manifest
 from ..vocabulary import Vocabulary
+from .averaging import WeightAverage
 from .config import OptimConfig, TrainConfig, to_dict
 from .data import Batcher, StreamingTargetData, TargetData
 from .losses import distillation_loss
@@ -152,6 +155,8 @@ class Trainer:
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
         self.state = TrainingState()
         self.accelerator.register_for_checkpointing(self.state)
+        decay = config.optim.ema_decay
+        self.average = WeightAverage(self.accelerator.unwrap_model(self.model), decay) if decay else None
         self.writer = None
 
     # --- logging ------------------------------------------------------------------------------
@@ -172,7 +177,7 @@ class Trainer:
 
     # --- evaluation and checkpoints -------------------------------------------------------------
     def evaluate(self) -> dict:
-        """Fidelity of the current model on the validation texts (every process computes it)."""
+        """Fidelity of the current weights on the validation texts (every process computes it)."""
         model = self.accelerator.unwrap_model(self.model)
         was_training = model.training
         student = model.encode(self.val_texts, batch_size=256, convert_to_numpy=True)
@@ -201,6 +206,8 @@ class Trainer:
             shutil.rmtree(tmp, ignore_errors=True)
         self.accelerator.wait_for_everyone()
         self.accelerator.save_state(tmp, safe_serialization=True)
+        if self.average is not None and self.accelerator.is_main_process:
+            self.average.save(tmp)
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             final = os.path.join(folder, name)
@@ -232,21 +239,32 @@ class Trainer:
         if checkpoint is None:
             return False
         self.accelerator.load_state(checkpoint)
+        if self.average is not None:
+            self.average.load(checkpoint)
         self.accelerator.print(f"resumed from {checkpoint} at step {self.state.step}")
         return True
 
     # --- the loop -------------------------------------------------------------------------------
     def run_evaluation(self) -> bool:
-        """Evaluate, log, keep the best model; True when early stopping says stop."""
-        metrics = self.evaluate()
-        self.log({"event": "eval", "step": self.state.step, **metrics})
-        value = metrics.get(self.config.eval.metric)
-        if value is None:
-            raise ValueError(f"eval.metric '{self.config.eval.metric}' is not among {sorted(metrics)}")
-        if value > self.state.best_metric + self.config.eval.min_delta:
-            self.state.best_metric, self.state.best_step, self.state.bad_evals = value, self.state.step, 0
-            self.save_best(metrics)
-        else:
+        """Evaluate, log, keep the best model; True when early stopping says stop.
+
+        With a weight average, the average is what is evaluated and saved; the live weights' figures are
+        logged beside it as ``raw_*``."""
+        with contextlib.ExitStack() as stack:
+            raw = {}
+            if self.average is not None:
+                raw = {f"raw_{key}": value for key, value in self.evaluate().items() if not key.startswith("count")}
+                stack.enter_context(self.average.applied(self.accelerator.unwrap_model(self.model)))
+            metrics = self.evaluate()
+            self.log({"event": "eval", "step": self.state.step, **metrics, **raw})
+            value = metrics.get(self.config.eval.metric)
+            if value is None:
+                raise ValueError(f"eval.metric '{self.config.eval.metric}' is not among {sorted(metrics)}")
+            improved = value > self.state.best_metric + self.config.eval.min_delta
+            if improved:
+                self.state.best_metric, self.state.best_step, self.state.bad_evals = value, self.state.step, 0
+                self.save_best(metrics)
+        if not improved:
             self.state.bad_evals += 1
         patience = self.config.eval.patience
         return bool(patience) and self.state.bad_evals >= patience
@@ -289,6 +307,8 @@ class Trainer:
                 if not accelerator.sync_gradients:
                     continue
                 self.state.step += 1
+                if self.average is not None:
+                    self.average.update(accelerator.unwrap_model(self.model))
                 self.state.train_seconds = time.time() - started
                 progress.update(1)
                 if self.state.step % config.run.log_every == 0:
