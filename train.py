@@ -1,7 +1,7 @@
 """Distill a student from precomputed teacher targets.
 
     accelerate launch train.py --config configs/minilm.yaml
-    python train.py --config configs/minilm.yaml --set optim.lr=1e-3 --set run.output_dir=runs/x
+    python train.py --config configs/minilm.yaml --set optim.lr=1e-3 run.output_dir=runs/x
     python train.py --config configs/minilm.yaml --resume
 
 Every configuration key is documented in bertapprox_hf/training/config.py.
@@ -20,7 +20,9 @@ from bertapprox_hf.training.config import ConfigError
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML configuration file")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key")
+    parser.add_argument(
+        "--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="override keys (repeatable)"
+    )
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     args = parser.parse_args(argv)
     try:

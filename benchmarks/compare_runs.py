@@ -5,6 +5,8 @@
 
 Each ``--run`` is ``LABEL=PATH`` of a run's ``metrics.jsonl`` (train.py's log, or a sweep's copy of it). Writes
 ``curves.png`` and ``curves.md`` (each metric at every evaluated step, runs side by side) into ``--out``.
+With ``--live``, a run trained with a weight average (``optim.ema_decay``; its log holds the live weights'
+figures as ``raw_*``) is drawn twice: the average (LABEL) and the live weights (LABEL, live).
 """
 
 from __future__ import annotations
@@ -33,6 +35,19 @@ def parse_run(text: str) -> tuple[str, str]:
     if not sep or not label or not path:
         raise argparse.ArgumentTypeError(f"expected LABEL=PATH, got {text!r}")
     return label, path
+
+
+def with_live_weights(runs: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """Each run, followed by its live weights' evaluations where its log holds them (``raw_*``)."""
+    out: dict[str, list[dict]] = {}
+    for label, events in runs.items():
+        out[label] = events
+        if any(key.startswith("raw_") for key in events[-1]):
+            out[f"{label}, live"] = [
+                {"step": e["step"], **{k.removeprefix("raw_"): v for k, v in e.items() if k.startswith("raw_")}}
+                for e in events
+            ]
+    return out
 
 
 def curves_table(runs: dict[str, list[dict]], metrics: list[str]) -> str:
@@ -78,11 +93,14 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
     parser.add_argument("--run", type=parse_run, action="append", required=True, help="LABEL=PATH of metrics.jsonl")
     parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS))
     parser.add_argument("--out", required=True, help="folder for curves.png and curves.md")
+    parser.add_argument("--live", action="store_true", help="also the live weights of weight-averaged runs")
     args = parser.parse_args(argv)
     labels = [label for label, _ in args.run]
     if len(set(labels)) != len(labels):
         parser.error(f"run labels repeat: {labels}")
     runs = {label: read_evaluations(path) for label, path in args.run}
+    if args.live:
+        runs = with_live_weights(runs)
     for label, events in runs.items():
         missing = [metric for metric in args.metrics if metric not in events[-1]]
         if missing:

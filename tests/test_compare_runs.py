@@ -49,3 +49,14 @@ def test_bad_logs_and_arguments_fail_clearly(tmp_path, capsys):
         with pytest.raises(SystemExit):
             main([*argv, "--out", str(tmp_path)])
         assert message in capsys.readouterr().err
+
+
+def test_live_weights_of_an_averaged_run_are_a_second_line(tmp_path):
+    averaged = REPO / "results" / "weight-average" / "scratch.metrics.jsonl"
+    plain = LOGS / "crops-4ep.metrics.jsonl"
+    argv = ["--run", f"ema={averaged}", "--run", f"plain={plain}", "--metrics", "spearman_passage", "--live"]
+    runs = main([*argv, "--out", str(tmp_path)])
+    assert list(runs) == ["ema", "ema, live", "plain"]  # the plain run has no live weights of its own
+    source = read_evaluations(str(averaged))
+    assert [e["spearman_passage"] for e in runs["ema, live"]] == [e["raw_spearman_passage"] for e in source]
+    assert runs["ema, live"][2]["spearman_passage"] < runs["ema"][2]["spearman_passage"]  # step 1,000

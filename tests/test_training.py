@@ -215,13 +215,14 @@ def test_two_process_data_parallel_run_on_cpu(inputs, tmp_path):
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29513",
         str(REPO / "train.py"), "--set", f"data.vocab={inputs['vocab']}", "--set", f"data.targets={inputs['targets']}",
         "--set", f"run.output_dir={out}", "--set", "run.device=cpu", "--set", "optim.max_steps=6",
-        "--set", "optim.batch_size=16", "--set", "eval.every_steps=3", "--set", "data.val_fraction=0.1",
+        "--set", "optim.batch_size=16", "eval.every_steps=3", "data.val_fraction=0.1",  # one --set, several keys
         "--set", "model.num_heads=4",
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert report["processes"] == 2 and report["steps"] == 6
+    assert json.loads((out / "best" / "training.json").read_text())["config"]["eval"]["every_steps"] == 3
     assert sorted(os.listdir(out / "best")).count("model.safetensors") == 1
 
 
