@@ -276,6 +276,32 @@ def test_bad_config_file_is_reported_by_train_py(inputs, tmp_path, capsys):
     assert "missing.yaml" in capsys.readouterr().err
 
 
+def test_a_config_starts_from_its_base_file(inputs, tmp_path):
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "base.yaml").write_text(
+        f"data: {{vocab: {inputs['vocab']}, targets: [{inputs['targets']}, {inputs['targets']}], max_val: 50}}\n"
+        "optim: {epochs: 5, lr: 0.01}\n"
+    )
+    (tmp_path / "schedule.yaml").write_text(
+        f"base: recipes/base.yaml\ndata: {{targets: [{inputs['targets']}]}}\noptim: {{lr: 0.001}}\n"
+    )
+    config = load_config(str(tmp_path / "schedule.yaml"), ["optim.batch_size=8"])
+    assert config.data.targets == [inputs["targets"]]  # a list is replaced whole
+    assert config.data.max_val == 50 and config.optim.epochs == 5.0  # kept from the base
+    assert config.optim.lr == 0.001 and config.optim.batch_size == 8  # the file, then --set
+
+    (tmp_path / "orphan.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match=r"nowhere.yaml \(base of .*orphan.yaml\)"):
+        load_config(str(tmp_path / "orphan.yaml"))
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match="name each other as base"):
+        load_config(str(tmp_path / "a.yaml"))
+    (tmp_path / "odd.yaml").write_text("base: [1, 2]\n")
+    with pytest.raises(ConfigError, match="'base'.*must be a file name"):
+        load_config(str(tmp_path / "odd.yaml"))
+
+
 def test_streaming_targets_train_too(inputs, tmp_path):
     report = Trainer(tiny_config(inputs, tmp_path / "stream", "data.streaming=true", "optim.max_steps=6")).train()
     assert report["steps"] == 6 and report["best"]["count_all"] > 3

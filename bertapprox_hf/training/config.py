@@ -1,7 +1,9 @@
 """Training configuration: nested dataclasses read from YAML, with ``--set key=value`` overrides.
 
 Every key is documented on its field. Unknown keys, wrong types and missing files stop the run
-with a message naming the key or the file. String values may use ``${ENV_VAR}``.
+with a message naming the key or the file. String values may use ``${ENV_VAR}``. A file may start from
+another one with ``base: other.yaml`` (a path relative to the file): its keys replace the base's, section
+by section (a list, such as ``data.targets``, is replaced whole).
 """
 
 from __future__ import annotations
@@ -165,22 +167,47 @@ def _fill(section: Any, values: dict, prefix: str) -> None:
             setattr(section, key, _coerce(value, hints[key], path))
 
 
-def load_config(path: str | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a YAML config (optional), apply ``key.sub=value`` overrides and validate the result."""
+def _merge(base: dict, values: dict) -> dict:
+    """``values`` over ``base``: mappings merged key by key, anything else replaced."""
+    merged = dict(base)
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            value = _merge(merged[key], value)
+        merged[key] = value
+    return merged
+
+
+def read_config_file(path: str, _seen: tuple[str, ...] = ()) -> dict:
+    """The mapping a YAML config file holds, its ``base`` files merged under it."""
     import yaml
 
+    if not os.path.isfile(path):
+        where = f" (base of {_seen[-1]})" if _seen else ""
+        raise ConfigError(f"config file not found: {path}{where}")
+    real = os.path.realpath(path)
+    if real in _seen:
+        raise ConfigError(f"config files name each other as base: {' -> '.join((*_seen, real))}")
+    with open(path, encoding="utf-8") as handle:
+        try:
+            values = yaml.safe_load(handle) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a mapping")
+    base = values.pop("base", None)
+    if base is None:
+        return values
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"config key 'base' in {path} must be a file name, got {base!r}")
+    base_path = os.path.join(os.path.dirname(path), os.path.expandvars(base))
+    return _merge(read_config_file(base_path, (*_seen, real)), values)
+
+
+def load_config(path: str | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML config (optional), apply ``key.sub=value`` overrides and validate the result."""
     config = TrainConfig()
     if path:
-        if not os.path.isfile(path):
-            raise ConfigError(f"config file not found: {path}")
-        with open(path, encoding="utf-8") as handle:
-            try:
-                values = yaml.safe_load(handle) or {}
-            except yaml.YAMLError as error:
-                raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
-        if not isinstance(values, dict):
-            raise ConfigError(f"config file {path} must hold a mapping")
-        _fill(config, values, "")
+        _fill(config, read_config_file(path), "")
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like key.sub=value")
