@@ -81,7 +81,7 @@ def test_training_lowers_validation_loss_and_saves_a_loadable_model(inputs, tmp_
 
 
 @pytest.mark.parametrize("average", ["optim.ema_decay=0", "optim.ema_decay=0.9"])
-def test_resumed_run_ends_with_the_same_weights(inputs, tmp_path, average):
+def test_resumed_run_ends_with_the_same_weights(inputs, tmp_path, average, capsys):
     settings = ("optim.max_steps=12", "run.checkpoint_every=5", "eval.every_steps=6", "model.dropout=0.1", average)
     straight = Trainer(tiny_config(inputs, tmp_path / "straight", *settings))
     straight.train()
@@ -100,6 +100,9 @@ def test_resumed_run_ends_with_the_same_weights(inputs, tmp_path, average):
     if straight.average is not None:  # the average, what is evaluated and saved, resumes too
         for key, value in straight.average.shadow.items():
             torch.testing.assert_close(value, resumed.average.shadow[key], rtol=0, atol=1e-6, msg=key)
+        without = Trainer(tiny_config(inputs, tmp_path / "resumed", *settings, "optim.ema_decay=0"))
+        assert without.resume(), "a checkpoint with an average resumes without one too"
+        assert "holds a weight average" in capsys.readouterr().out
 
 
 def test_the_weight_average_is_evaluated_and_saved(inputs, tmp_path):

@@ -28,7 +28,7 @@ from ..jsonio import write_json_atomic
 from ..student import create_student, load_student_to_train, teacher_dim
 from ..targets import check_teacher_compatible, read_manifest
 from ..vocabulary import Vocabulary
-from .averaging import WeightAverage
+from .averaging import AVERAGE_FILE, WeightAverage
 from .config import OptimConfig, TrainConfig, to_dict
 from .data import Batcher, StreamingTargetData, TargetData
 from .losses import distillation_loss
@@ -241,6 +241,8 @@ class Trainer:
         self.accelerator.load_state(checkpoint)
         if self.average is not None:
             self.average.load(checkpoint)
+        elif os.path.isfile(os.path.join(checkpoint, AVERAGE_FILE)):
+            self.accelerator.print(f"{checkpoint} holds a weight average; optim.ema_decay is 0, so it is not used")
         self.accelerator.print(f"resumed from {checkpoint} at step {self.state.step}")
         return True
 
