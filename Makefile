@@ -27,10 +27,13 @@ TARGETS_CROPS_REST := $(WORK)/targets-crops-rest-$(TEACHER_NAME)
 TARGETS_CROPS_MORE := $(WORK)/targets-crops-more-$(TEACHER_NAME)
 VOCAB_CONTEXTUAL := $(WORK)/vocab-contextual-$(TEACHER_NAME)
 VOCAB_CONTEXTUAL_FULL := $(WORK)/vocab-contextual-full-$(TEACHER_NAME)
+VOCAB_CONTEXTUAL_DEMO_ALL := $(WORK)/vocab-contextual-demotexts-$(TEACHER_NAME)
+# The full-scale pair student's schedules, in order (each starts from the one before: model.init_from).
+FULL_PAIRS_SCHEDULES := minilm-full-pairs minilm-full-pairs-second minilm-full-pairs-crops minilm-full-pairs-crops-more
 # A local copy of the teacher (verified download); elsewhere set TEACHER to a Hub id.
 TEACHER = $(shell bash $(SHARED)/teachers/fetch $(TEACHER_NAME) | tail -n 1)
 
-.PHONY: install test lint demo vocab targets targets-more targets-rest targets-crops targets-crops-rest targets-crops-more vocab-contextual vocab-contextual-full train speed clean
+.PHONY: install test lint demo vocab targets targets-more targets-rest targets-crops targets-crops-rest targets-crops-more vocab-contextual vocab-contextual-demo-all vocab-contextual-full train full-pairs speed clean
 
 install:  ## torch first (the CPU wheel), then the package with training, indexing and dev extras
 	$(PYTHON) -m pip install --quiet $(TORCH_PIN)
@@ -71,10 +74,17 @@ targets-crops-more:  ## two more crops (numbers 1 and 2) of every long text, the
 	bertapprox targets build --teacher $(TEACHER) --out $(TARGETS_CROPS_MORE) --crops 2 --first-crop 1 \
 		--corpus $(CORPUS)
 
+# $(call contextualize,OUT,MAX_TEXTS): the contextual table beside the isolated one, from the demo's training texts
+contextualize = bertapprox vocab contextualize --vocab $(VOCAB) --targets $(TARGETS) --val-fraction 0.03 \
+	--keep-isolated $(if $(2),--max-texts $(2)) --out $(1)
+
 vocab-contextual: $(VOCAB_CONTEXTUAL)/vocabulary.json  ## each entry's teacher token states in the demo's training texts beside its own
 $(VOCAB_CONTEXTUAL)/vocabulary.json: $(VOCAB)/vocabulary.json
-	bertapprox vocab contextualize --vocab $(VOCAB) --targets $(TARGETS) --val-fraction 0.03 --keep-isolated \
-		$(if $(CONTEXT_TEXTS),--max-texts $(CONTEXT_TEXTS)) --out $(VOCAB_CONTEXTUAL)
+	$(call contextualize,$(VOCAB_CONTEXTUAL),$(CONTEXT_TEXTS))
+
+vocab-contextual-demo-all: $(VOCAB_CONTEXTUAL_DEMO_ALL)/vocabulary.json  ## the same from all 92k demo training texts (the full-scale pair recipes)
+$(VOCAB_CONTEXTUAL_DEMO_ALL)/vocabulary.json: $(VOCAB)/vocabulary.json
+	$(call contextualize,$(VOCAB_CONTEXTUAL_DEMO_ALL),)
 
 vocab-contextual-full:  ## the same over the training texts of all three sets (configs/minilm-full-contextual.yaml)
 	bertapprox vocab contextualize --vocab $(VOCAB) --targets $(TARGETS) $(TARGETS_MORE) $(TARGETS_REST) \
@@ -82,6 +92,10 @@ vocab-contextual-full:  ## the same over the training texts of all three sets (c
 
 train:
 	$(PYTHON) train.py --config $(CONFIG)
+
+full-pairs: install vocab targets targets-more targets-rest targets-crops targets-crops-rest targets-crops-more \
+		vocab-contextual-demo-all  ## the best full-scale student: every target set, then its four schedules (about 6 h on 2 cores; rerun to resume)
+	for schedule in $(FULL_PAIRS_SCHEDULES); do $(PYTHON) train.py --config configs/$$schedule.yaml --resume || exit 1; done
 
 speed:  ## throughput, latency, memory, size: teacher vs student (float32/int8/bfloat16) vs model2vec
 	OMP_WAIT_POLICY=PASSIVE $(PYTHON) -m benchmarks.speed --model $(WORK)/run-$(TEACHER_NAME)/best --teacher $(TEACHER) \
