@@ -64,3 +64,18 @@ def test_save_and_load_round_trip_and_refusals(tmp_path):
         different.load(str(tmp_path))
     with pytest.raises(ValueError, match="decay"):
         WeightAverage(model, decay=1.0)
+
+
+def test_a_damaged_average_is_refused_with_its_path(tmp_path):
+    model = make_model()
+    average = WeightAverage(model, decay=0.9)
+    average.save(str(tmp_path))
+    path = tmp_path / AVERAGE_FILE
+    path.write_bytes(path.read_bytes()[:40])  # cut short, as by a full disk
+    with pytest.raises(ValueError, match="damaged"):
+        average.load(str(tmp_path))
+    from safetensors.torch import save_file
+
+    save_file({name: value for name, value in average.shadow.items()}, str(path))  # no metadata
+    with pytest.raises(ValueError, match="not a weight average"):
+        average.load(str(tmp_path))

@@ -67,17 +67,22 @@ class WeightAverage:
 
     def load(self, folder: str) -> None:
         """Read the average a checkpoint holds; a checkpoint without one (or another model's) is refused."""
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
         path = os.path.join(folder, AVERAGE_FILE)
         if not os.path.isfile(path):
             raise FileNotFoundError(
                 f"{path} not found: the checkpoint was written without optim.ema_decay; resume with the same setting"
             )
-        with safe_open(path, framework="pt") as handle:
-            names = set(handle.keys())
-            if names != self.shadow.keys():
-                raise ValueError(f"{path} averages other parameters than this model's")
-            for name in names:
-                self.shadow[name].copy_(handle.get_tensor(name))
-            self.updates = int(handle.metadata()["updates"])
+        try:
+            with safe_open(path, framework="pt") as handle:
+                names, metadata = set(handle.keys()), handle.metadata() or {}
+                if names != self.shadow.keys():
+                    raise ValueError(f"{path} averages other parameters than this model's")
+                if "updates" not in metadata:
+                    raise ValueError(f"{path} does not say how many updates it holds: not a weight average")
+                for name in names:
+                    self.shadow[name].copy_(handle.get_tensor(name))
+                self.updates = int(metadata["updates"])
+        except (OSError, SafetensorError) as error:  # a truncated or garbled file
+            raise ValueError(f"{path} cannot be read ({error}): the checkpoint is damaged") from error
