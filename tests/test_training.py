@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -382,19 +383,40 @@ def test_training_on_cuda_in_bf16(inputs, tmp_path):
     assert (tmp_path / "cuda" / "best" / "model.safetensors").is_file()
 
 
+def load_shipped_recipe(path, work):
+    """A recipe of configs/ with ``BERTAPPROX_WORK=work``, the folders it names made (empty) as they come up."""
+    for _ in range(10):
+        try:
+            return load_config(path)
+        except ConfigError as error:
+            folder = str(error).partition("folder not found: ")[2]
+            assert folder.startswith(str(work)), error  # anything but a missing folder is a broken recipe
+            os.makedirs(folder)
+    raise AssertionError(f"{path} names more than 10 missing folders")
+
+
 @pytest.mark.parametrize("path", sorted(str(p) for p in (REPO / "configs").glob("*.yaml")))
 def test_every_shipped_recipe_is_a_valid_config(path, tmp_path, monkeypatch):
     """Each recipe in configs/ names only known keys with valid values (its folders made empty here)."""
     monkeypatch.setenv("BERTAPPROX_WORK", str(tmp_path))
-    for _ in range(10):
-        try:
-            config = load_config(path)
-            break
-        except ConfigError as error:
-            folder = str(error).partition("folder not found: ")[2]
-            assert folder.startswith(str(tmp_path)), error  # anything but a missing folder is a broken recipe
-            os.makedirs(folder)
+    config = load_shipped_recipe(path, tmp_path)
     assert config.data.vocab.startswith(str(tmp_path)) and config.data.targets
+
+
+def test_make_full_pairs_runs_each_schedule_from_the_one_before(tmp_path, monkeypatch):
+    """The Makefile's chain of schedules: each starts from the previous one's best model, on the same table."""
+    import re
+
+    monkeypatch.setenv("BERTAPPROX_WORK", str(tmp_path))
+    makefile = (REPO / "Makefile").read_text()
+    names = re.search(r"^FULL_PAIRS_SCHEDULES := (.+)$", makefile, re.M).group(1).split()
+    configs = [load_shipped_recipe(str(REPO / "configs" / f"{name}.yaml"), tmp_path) for name in names]
+    assert len(configs) == 4 and not configs[0].model.init_from  # the first trains from scratch
+    for before, after in itertools.pairwise(configs):
+        assert after.model.init_from == os.path.join(before.run.output_dir, "best")
+        assert after.data.vocab == before.data.vocab and set(before.data.targets) <= set(after.data.targets)
+    assert configs[0].data.vocab.endswith("vocab-contextual-demotexts-all-MiniLM-L6-v2")
+    assert "VOCAB_CONTEXTUAL_DEMO_ALL := $(WORK)/vocab-contextual-demotexts-$(TEACHER_NAME)" in makefile
 
 
 def test_crops_join_training_and_leave_the_validation_texts_as_they_were(inputs, tiny_teacher, tmp_path):
