@@ -60,6 +60,7 @@ class WeightAverage:
                     param.copy_(live[name])
 
     def save(self, folder: str) -> None:
+        """Write the average into a checkpoint folder (``AVERAGE_FILE``, with its update count)."""
         from safetensors.torch import save_file
 
         tensors = {name: value.contiguous().cpu() for name, value in self.shadow.items()}
