@@ -74,8 +74,9 @@ targets-crops-more:  ## two more crops (numbers 1 and 2) of every long text, the
 	bertapprox targets build --teacher $(TEACHER) --out $(TARGETS_CROPS_MORE) --crops 2 --first-crop 1 \
 		--corpus $(CORPUS)
 
-# $(call contextualize,OUT,MAX_TEXTS): the contextual table beside the isolated one, from the demo's training texts
-contextualize = bertapprox vocab contextualize --vocab $(VOCAB) --targets $(TARGETS) --val-fraction 0.03 \
+# $(call contextualize,OUT,MAX_TEXTS[,TARGETS]): the contextual table beside the isolated one, from the training
+# texts of TARGETS (default: the demo's), at most MAX_TEXTS of them (empty: all)
+contextualize = bertapprox vocab contextualize --vocab $(VOCAB) --targets $(or $(3),$(TARGETS)) --val-fraction 0.03 \
 	--keep-isolated $(if $(2),--max-texts $(2)) --out $(1)
 
 vocab-contextual: $(VOCAB_CONTEXTUAL)/vocabulary.json  ## each entry's teacher token states in the demo's training texts beside its own
@@ -87,8 +88,7 @@ $(VOCAB_CONTEXTUAL_DEMO_ALL)/vocabulary.json: $(VOCAB)/vocabulary.json
 	$(call contextualize,$(VOCAB_CONTEXTUAL_DEMO_ALL),)
 
 vocab-contextual-full:  ## the same over the training texts of all three sets (configs/minilm-full-contextual.yaml)
-	bertapprox vocab contextualize --vocab $(VOCAB) --targets $(TARGETS) $(TARGETS_MORE) $(TARGETS_REST) \
-		--val-fraction 0.03 --keep-isolated --out $(VOCAB_CONTEXTUAL_FULL)
+	$(call contextualize,$(VOCAB_CONTEXTUAL_FULL),,$(TARGETS) $(TARGETS_MORE) $(TARGETS_REST))
 
 train:
 	$(PYTHON) train.py --config $(CONFIG)

@@ -252,11 +252,11 @@ class Trainer:
 
         With a weight average, the average is what is evaluated and saved; the live weights' figures are
         logged beside it as ``raw_*``."""
-        with contextlib.ExitStack() as stack:
-            raw = {}
-            if self.average is not None:
-                raw = {f"raw_{key}": value for key, value in self.evaluate().items() if not key.startswith("count")}
-                stack.enter_context(self.average.applied(self.accelerator.unwrap_model(self.model)))
+        raw, weights = {}, contextlib.nullcontext()
+        if self.average is not None:
+            raw = {f"raw_{key}": value for key, value in self.evaluate().items() if not key.startswith("count")}
+            weights = self.average.applied(self.accelerator.unwrap_model(self.model))
+        with weights:
             metrics = self.evaluate()
             self.log({"event": "eval", "step": self.state.step, **metrics, **raw})
             value = metrics.get(self.config.eval.metric)
