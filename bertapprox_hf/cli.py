@@ -13,6 +13,17 @@ from dataclasses import fields
 from .vocab_builder import VocabularyConfig
 
 
+def _add_mixed_precision(parser) -> None:
+    """The teacher's ``--mixed-precision`` (its forward pass under autocast)."""
+    parser.add_argument(
+        "--mixed-precision",
+        choices=("no", "bf16", "fp16", "auto"),
+        default="no",
+        help="run the teacher under autocast: bf16 is 1.8-2.2x as fast on a CPU with AVX-512 BF16, embeddings "
+        "within 1e-4 cosine of float32's; auto: bf16 where the device has it natively (default: no, float32)",
+    )
+
+
 def _add_vocab_build(sub) -> None:
     parser = sub.add_parser("build", help="mine a vocabulary from a corpus and embed it with the teacher")
     parser.add_argument("--corpus", nargs="+", required=True, help="jsonl files or folders of them")
@@ -21,6 +32,7 @@ def _add_vocab_build(sub) -> None:
     parser.add_argument("--max-per-source", type=int, default=None, help="texts taken from each file at most")
     parser.add_argument("--max-texts", type=int, default=None, help="texts taken in all at most")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    _add_mixed_precision(parser)
     defaults = VocabularyConfig()
     for field in fields(VocabularyConfig):
         kind = type(getattr(defaults, field.name))
@@ -38,7 +50,9 @@ def _vocab_build(args) -> int:
 
     config = VocabularyConfig(**{f.name: getattr(args, f.name) for f in fields(VocabularyConfig)})
     expand_paths(args.corpus)  # fail on a missing corpus before loading the teacher
-    teacher = Teacher.from_pretrained(args.teacher or DEFAULT_TEACHER, device=args.device)
+    teacher = Teacher.from_pretrained(
+        args.teacher or DEFAULT_TEACHER, device=args.device, mixed_precision=args.mixed_precision
+    )
     vocabulary = build_vocabulary(
         args.corpus,
         teacher,
@@ -74,6 +88,7 @@ def _add_vocab_contextualize(sub) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    _add_mixed_precision(parser)
 
 
 def _vocab_contextualize(args) -> int:
@@ -95,7 +110,7 @@ def _vocab_contextualize(args) -> int:
     teacher_name = args.teacher or vocabulary.metadata.get("teacher", {}).get("name_or_path")
     if not teacher_name:
         raise ValueError(f"{args.vocab} names no teacher; pass --teacher")
-    teacher = Teacher.from_pretrained(teacher_name, device=args.device)
+    teacher = Teacher.from_pretrained(teacher_name, device=args.device, mixed_precision=args.mixed_precision)
     result = contextualize(
         vocabulary,
         teacher,
@@ -154,6 +169,7 @@ def _add_targets_build(sub) -> None:
         help="number of the first crop of each text: 1 adds crops to a set made with --crops 1 without redoing it",
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: this process's accelerator)")
+    _add_mixed_precision(parser)
 
 
 def _distributed_state(device: str | None):
@@ -191,7 +207,9 @@ def _targets_build(args) -> int:
     if count > 1:
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     try:
-        teacher = Teacher.from_pretrained(args.teacher or DEFAULT_TEACHER, device=device)
+        teacher = Teacher.from_pretrained(
+            args.teacher or DEFAULT_TEACHER, device=device, mixed_precision=args.mixed_precision
+        )
         manifest = build_targets(
             args.corpus,
             teacher,

@@ -101,11 +101,15 @@ def _teacher_name(name_or_path) -> str:
     return parts[-1].lower() if parts else ""
 
 
+# What a teacher record made before a field existed means by its absence.
+_TEACHER_DEFAULTS = {"mixed_precision": "no"}
+
+
 def _teacher_mismatches(a: dict, b: dict, keys: tuple[str, ...]) -> list[tuple[str, object, object]]:
     """The ``(key, a's value, b's value)`` of each key whose values differ."""
     found = []
     for key in keys:
-        left, right = a.get(key), b.get(key)
+        left, right = a.get(key, _TEACHER_DEFAULTS.get(key)), b.get(key, _TEACHER_DEFAULTS.get(key))
         same = _teacher_name(left) == _teacher_name(right) if key == "name_or_path" else left == right
         if not same:
             found.append((key, left, right))
@@ -129,7 +133,7 @@ def check_teacher_compatible(found_teacher: dict, expected_teacher: dict, where:
 def _check_existing_manifest(out_dir: str, manifest: dict) -> None:
     """Refuse to add to a folder built with another teacher or shard size."""
     existing = read_manifest(out_dir)
-    keys = ("dim", "pooling", "normalize", "max_length", "name_or_path")
+    keys = ("dim", "pooling", "normalize", "max_length", "name_or_path", "mixed_precision")
     mismatches = _teacher_mismatches(existing["teacher"], manifest["teacher"], keys)
     if mismatches:
         details = "; ".join(

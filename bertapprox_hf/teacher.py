@@ -7,6 +7,7 @@ so the embeddings equal what sentence-transformers computes for the same model.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
@@ -19,8 +20,12 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer
 
+from .precision import resolve_mixed_precision
+
 DEFAULT_TEACHER = "sentence-transformers/msmarco-distilbert-dot-v5"
 MAX_LENGTH = 512
+# Teacher.mixed_precision: the dtype its forward pass autocasts to (None: float32 as loaded)
+AUTOCAST_DTYPES = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -92,14 +97,28 @@ def _text_list(texts) -> list[str]:
 class Teacher:
     """A sentence encoder: transformers model + tokenizer + pooling, with batched ``encode``."""
 
-    def __init__(self, model, tokenizer, pooling: PoolingSpec, name_or_path: str, device: str | None = None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        pooling: PoolingSpec,
+        name_or_path: str,
+        device: str | None = None,
+        mixed_precision: str = "no",
+    ):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.pooling = pooling
         self.name_or_path = name_or_path
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.mixed_precision = resolve_mixed_precision(mixed_precision, self.device.type)
         self.model.to(self.device)
         self._forward_inputs = set(inspect.signature(self.model.forward).parameters)
+
+    def _autocast(self):
+        """The teacher's forward context: autocast to ``mixed_precision`` (pooling stays in float32)."""
+        dtype = AUTOCAST_DTYPES[self.mixed_precision]
+        return contextlib.nullcontext() if dtype is None else torch.autocast(self.device.type, dtype=dtype)
 
     @classmethod
     def from_pretrained(
@@ -109,8 +128,11 @@ class Teacher:
         dtype: torch.dtype | None = None,
         revision: str | None = None,
         max_length: int | None = None,
+        mixed_precision: str = "no",
     ) -> Teacher:
-        """Load a teacher from a Hub id or a local folder."""
+        """Load a teacher from a Hub id or a local folder; ``mixed_precision`` ("no", "bf16", "fp16", or "auto":
+        bf16 where the device has it natively) runs its forward pass under autocast (bf16 on a CPU with AVX-512
+        BF16 is 1.8-2.2x as fast here, its embeddings within 1e-4 cosine of float32's: docs/training.md)."""
         name_or_path = str(name_or_path)
         if looks_like_path(name_or_path) and not os.path.isdir(name_or_path):
             raise FileNotFoundError(f"teacher folder not found: {name_or_path}")
@@ -119,7 +141,7 @@ class Teacher:
         pooling = read_pooling_spec(name_or_path, revision)
         if max_length is not None:
             pooling = PoolingSpec(pooling.mode, pooling.normalize, min(max_length, MAX_LENGTH))
-        return cls(model, tokenizer, pooling, name_or_path, device)
+        return cls(model, tokenizer, pooling, name_or_path, device, mixed_precision)
 
     @property
     def dim(self) -> int:
@@ -135,6 +157,7 @@ class Teacher:
             "normalize": self.pooling.normalize,
             "similarity": self.pooling.similarity,
             "max_length": self.pooling.max_length,
+            "mixed_precision": self.mixed_precision,
         }
 
     def _pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -151,8 +174,9 @@ class Teacher:
     @torch.inference_mode()
     def _embed_batch(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         inputs = {k: v.to(self.device) for k, v in features.items() if k in self._forward_inputs}
-        hidden = self.model(**inputs).last_hidden_state
-        return self._pool(hidden, inputs["attention_mask"]).cpu()
+        with self._autocast():
+            hidden = self.model(**inputs).last_hidden_state
+        return self._pool(hidden.float(), inputs["attention_mask"]).cpu()
 
     def _text_batches(
         self, texts: list[str], batch_size: int, show_progress_bar: bool
@@ -187,7 +211,9 @@ class Teacher:
         texts = _text_list(texts)
         for idx, features in self._text_batches(texts, batch_size, show_progress_bar):
             inputs = {k: v.to(self.device) for k, v in features.items() if k in self._forward_inputs}
-            hidden = self.model(**inputs).last_hidden_state.float().cpu().numpy()
+            with self._autocast():
+                hidden = self.model(**inputs).last_hidden_state
+            hidden = hidden.float().cpu().numpy()
             lengths = inputs["attention_mask"].sum(1).tolist()
             for row, index in enumerate(idx):
                 yield int(index), hidden[row, : lengths[row]]

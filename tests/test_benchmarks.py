@@ -317,3 +317,29 @@ def test_benchmarks_are_offered_by_the_builtin_plugin(student_dir, minilm_path, 
     assert [row["system"] for row in result["sts"]] == ["teacher", "student"]
     with pytest.raises(ValueError, match="invalid options"):
         manager.run_benchmark("beir", student_dir, {"out": str(tmp_path)})  # no dataset
+
+
+def test_teacher_precision_compares_autocast_with_float32(tiny_teacher_path, shared_data, tmp_path):
+    from benchmarks import teacher_precision
+
+    out = tmp_path / "precision"
+    results = teacher_precision.main(
+        ["--teacher", tiny_teacher_path, "--queries", str(shared_data / "train" / "msmarco_queries.jsonl"),
+         "--corpus", str(shared_data / "beir" / "scifact" / "corpus.jsonl"), "--max-queries", "40",
+         "--max-passages", "12", "--batch-size", "16", "--precisions", "bf16", "--out", str(out)]
+    )  # fmt: skip
+    rows = {(r["texts"], r["precision"]): r for r in results["rows"]}
+    assert set(rows) == {(s, p) for s in ("queries", "passages") for p in ("no", "bf16")}
+    assert rows["queries", "no"]["count"] == 40 and rows["passages", "no"]["count"] == 12
+    reference = rows["passages", "no"]
+    assert (reference["speedup"], reference["cosine_min"], reference["pairwise_spearman"]) == pytest.approx((1, 1, 1))
+    for name in ("queries", "passages"):
+        fast = rows[name, "bf16"]
+        assert 0.99 < fast["cosine_min"] < 1 - 1e-9 and 0.9 < fast["pairwise_spearman"] <= 1  # close, not equal
+    assert json.loads((out / "teacher_precision.json").read_text())["rows"] == results["rows"]
+    assert "| passages | bf16 | 12 |" in (out / "teacher_precision.md").read_text()
+    assert (out / "teacher_precision.png").stat().st_size > 0
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="empty.jsonl holds no texts"):
+        teacher_precision.read_texts(str(empty), 5)

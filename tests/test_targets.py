@@ -142,6 +142,15 @@ def test_interrupted_build_resumes(copy, built, corpus, tiny_teacher, records, m
     assert calls == []
 
 
+def test_a_folder_made_before_mixed_precision_was_recorded_resumes(copy, corpus, tiny_teacher, monkeypatch):
+    manifest = json.loads((copy / "manifest.json").read_text())
+    del manifest["teacher"]["mixed_precision"]  # the field's absence means float32
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    calls = count_encode_calls(monkeypatch, tiny_teacher)
+    assert build(corpus, tiny_teacher, copy)["teacher"]["mixed_precision"] == "no"
+    assert calls == []
+
+
 def test_corrupted_shard_is_redone(copy, built, corpus, tiny_teacher, records, monkeypatch):
     shard = copy / "shard_00001.parquet"
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
@@ -172,6 +181,10 @@ def test_other_teacher_or_shard_size_refused(copy, corpus, tiny_teacher, tmp_pat
         assert detail in str(error.value)
     with pytest.raises(ValueError, match="shard_size 25 .* shard_size 30"):
         build(corpus, tiny_teacher, copy, shard_size=30)
+    same_model_bf16 = Teacher(tiny_teacher.model, tiny_teacher.tokenizer, tiny_teacher.pooling,
+                              tiny_teacher.name_or_path, "cpu", mixed_precision="bf16")  # fmt: skip
+    with pytest.raises(ValueError, match="mixed_precision is 'no' there but 'bf16' now"):
+        build(corpus, same_model_bf16, copy)  # one folder, one precision: resume with the one it was made with
     assert (copy / "manifest.json").read_text() == before
 
     stray = tmp_path / "stray"
@@ -276,6 +289,14 @@ def test_cli_build_and_info(corpus, tiny_teacher_path, built, tmp_path, capsys):
     assert_same_targets(out, built)
     assert main(["targets", "info", str(out)]) == 0
     assert json.loads(capsys.readouterr().out)["num_shards"] == 5
+
+    fast = tmp_path / "cli-bf16"
+    code = main(
+        ["targets", "build", "--corpus", *corpus, "--teacher", tiny_teacher_path, "--out", str(fast),
+         "--max-per-source", "10", "--device", "cpu", "--mixed-precision", "bf16"]
+    )  # fmt: skip
+    assert code == 0 and read_manifest(str(fast))["teacher"]["mixed_precision"] == "bf16"
+    capsys.readouterr()
 
     code = main(["targets", "build", "--corpus", str(tmp_path / "nope.jsonl"), "--teacher", "./no-teacher",
                  "--out", str(tmp_path / "x")])  # fmt: skip

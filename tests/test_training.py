@@ -419,6 +419,18 @@ def test_make_full_pairs_runs_each_schedule_from_the_one_before(tmp_path, monkey
     assert "VOCAB_CONTEXTUAL_DEMO_ALL := $(WORK)/vocab-contextual-demotexts-$(TEACHER_NAME)" in makefile
 
 
+def test_make_passes_the_teacher_precision_to_every_teacher_pass(tmp_path):
+    """``make ... TEACHER_PRECISION=bf16``: the vocabulary, every targets set and the contextual tables."""
+    targets = "vocab targets targets-more targets-rest targets-crops targets-crops-rest targets-crops-more"
+    targets = [*targets.split(), "vocab-contextual", "vocab-contextual-demo-all", "vocab-contextual-full"]
+    plan = subprocess.run(
+        ["make", "-n", "-B", *targets, f"WORK={tmp_path}", "TEACHER=some-teacher", "TEACHER_PRECISION=bf16"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    passes = [line for line in plan.splitlines() if line.startswith("bertapprox ")]
+    assert len(passes) == len(targets) and all("--mixed-precision bf16" in line for line in passes)
+
+
 def test_crops_join_training_and_leave_the_validation_texts_as_they_were(inputs, tiny_teacher, tmp_path):
     passages = str(TRAIN / "msmarco_v2_passages.jsonl")
     build_targets(

@@ -25,6 +25,7 @@ import torch
 
 from ..contextual import check_table_split
 from ..jsonio import write_json_atomic
+from ..precision import resolve_mixed_precision
 from ..student import create_student, load_student_to_train, teacher_dim
 from ..targets import check_teacher_compatible, read_manifest
 from ..vocabulary import Vocabulary
@@ -56,14 +57,6 @@ class TrainingState:
     def load_state_dict(self, state: dict) -> None:
         for key, value in state.items():
             setattr(self, key, value)
-
-
-def resolve_mixed_precision(setting: str, device: str) -> str:
-    if setting != "auto":
-        return setting
-    if device != "cpu" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "no"
 
 
 def latest_checkpoint(output_dir: str) -> str | None:
