@@ -20,6 +20,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from bertapprox_hf.precision import PRECISIONS
+
 from .reporting import markdown_table, number, write_results
 
 HEADER = ("texts", "precision", "count", "texts/s", "speed-up", "cosine mean", "cosine min", "pairwise Spearman")
@@ -138,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--corpus", required=True, help="jsonl of passages")
     parser.add_argument("--max-queries", type=int, default=2048)
     parser.add_argument("--max-passages", type=int, default=768)
-    parser.add_argument("--precisions", nargs="+", default=["bf16"], choices=("no", "bf16", "fp16", "auto"))
+    parser.add_argument("--precisions", nargs="+", default=["bf16"], choices=PRECISIONS)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--device", default="cpu")

@@ -15,12 +15,14 @@ from .vocab_builder import VocabularyConfig
 
 def _add_mixed_precision(parser) -> None:
     """The teacher's ``--mixed-precision`` (its forward pass under autocast)."""
+    from .precision import PRECISIONS
+
     parser.add_argument(
         "--mixed-precision",
-        choices=("no", "bf16", "fp16", "auto"),
+        choices=PRECISIONS,
         default="no",
         help="run the teacher under autocast: bf16 is 1.8-2.2x as fast on a CPU with AVX-512 BF16, embeddings "
-        "within 1e-4 cosine of float32's; auto: bf16 where the device has it natively (default: no, float32)",
+        "within 1e-4 cosine of float32's; auto: bf16 on a GPU that has it, else no (default: no, float32)",
     )
 
 

@@ -131,7 +131,7 @@ class Teacher:
         mixed_precision: str = "no",
     ) -> Teacher:
         """Load a teacher from a Hub id or a local folder; ``mixed_precision`` ("no", "bf16", "fp16", or "auto":
-        bf16 where the device has it natively) runs its forward pass under autocast (bf16 on a CPU with AVX-512
+        bf16 on a GPU that has it, else no) runs its forward pass under autocast (bf16 on a CPU with AVX-512
         BF16 is 1.8-2.2x as fast here, its embeddings within 1e-4 cosine of float32's: docs/training.md)."""
         name_or_path = str(name_or_path)
         if looks_like_path(name_or_path) and not os.path.isdir(name_or_path):
