@@ -33,7 +33,8 @@ FULL_PAIRS_SCHEDULES := minilm-full-pairs minilm-full-pairs-second minilm-full-p
 # A local copy of the teacher (verified download); elsewhere set TEACHER to a Hub id.
 TEACHER = $(shell bash $(SHARED)/teachers/fetch $(TEACHER_NAME) | tail -n 1)
 # The teacher passes' autocast: bf16 is 1.8-2.2x as fast on a CPU with AVX-512 BF16, the embeddings within 1e-4
-# cosine of float32's (python -m benchmarks.teacher_precision). A targets folder resumes only in its own.
+# cosine of float32's (python -m benchmarks.teacher_precision). A targets folder is extended only in its own
+# (a complete one is read in any: make full-pairs TEACHER_PRECISION=bf16 after a float32 make demo).
 TEACHER_PRECISION ?= no
 TEACHER_ARGS = --teacher $(TEACHER) --mixed-precision $(TEACHER_PRECISION)
 # More train.py options for make train and make full-pairs, e.g. "--set run.mixed_precision=bf16".

@@ -25,7 +25,9 @@ Writing and resuming:
   ids and texts of that shard's corpus records; otherwise it is encoded again. Shards numbered past the end
   of the current corpus are removed.
 * A folder whose manifest names another teacher (name, dimension, pooling, normalization, max length) or
-  another shard size is refused with a ``ValueError``: embeddings of two teachers are never mixed.
+  another shard size is refused with a ``ValueError``: embeddings of two teachers are never mixed. One made
+  under another autocast precision is reused as it is (its manifest keeps its own), but never extended: a
+  shard that has to be encoded raises ``ValueError``.
 * Data-parallel builds: shard ``s`` is encoded by process ``s % num_processes``. Every process streams the
   whole corpus (reading is cheap next to encoding) and encodes only its own shards; process 0 writes the
   manifest. With several processes, call :func:`finalize_targets` on one process after all have finished.
@@ -130,24 +132,32 @@ def check_teacher_compatible(found_teacher: dict, expected_teacher: dict, where:
         raise ValueError(f"{where} was made by another teacher: {details}")
 
 
-def _check_existing_manifest(out_dir: str, manifest: dict) -> None:
-    """Refuse to add to a folder built with another teacher or shard size."""
+def _describe_mismatches(mismatches: list[tuple[str, object, object]]) -> str:
+    return "; ".join(f"teacher {key} is {found!r} there but {current!r} now" for key, found, current in mismatches)
+
+
+def _check_existing_manifest(out_dir: str, manifest: dict) -> str | None:
+    """Refuse to add to a folder built with another teacher or shard size.
+
+    Returns the folder's precision when it is the only difference, ``None`` otherwise: a folder is read in any
+    precision, but only extended in its own (the caller refuses once a shard has to be encoded).
+    """
     existing = read_manifest(out_dir)
-    keys = ("dim", "pooling", "normalize", "max_length", "name_or_path", "mixed_precision")
+    keys = ("dim", "pooling", "normalize", "max_length", "name_or_path")
     mismatches = _teacher_mismatches(existing["teacher"], manifest["teacher"], keys)
     if mismatches:
-        details = "; ".join(
-            f"teacher {key} is {found!r} there but {current!r} now" for key, found, current in mismatches
-        )
         raise ValueError(
-            f"{out_dir} holds targets of another teacher ({details}); use another output folder "
-            "(embeddings of two teachers are never mixed)"
+            f"{out_dir} holds targets of another teacher ({_describe_mismatches(mismatches)}); use another output "
+            "folder (embeddings of two teachers are never mixed)"
         )
     if existing["shard_size"] != manifest["shard_size"]:
         raise ValueError(
             f"{out_dir} was built with shard_size {existing['shard_size']} but shard_size "
             f"{manifest['shard_size']} was asked; use the same shard size or another output folder"
         )
+    if _teacher_mismatches(existing["teacher"], manifest["teacher"], ("mixed_precision",)):
+        return existing["teacher"].get("mixed_precision", _TEACHER_DEFAULTS["mixed_precision"])
+    return None
 
 
 def _describe_corpus(corpus, corpus_options: dict) -> dict:
@@ -261,8 +271,12 @@ def build_targets(
     # Shards are listed before the manifest is read: process 0 writes the manifest before any shard, so a
     # shard seen here without a manifest was left by something else.
     stray = list_shards(out_dir)
+    folder_precision = None  # set when the folder was made in another precision: reused as it is, never extended
     if os.path.exists(os.path.join(out_dir, MANIFEST)):
-        _check_existing_manifest(out_dir, manifest)
+        folder_precision = _check_existing_manifest(out_dir, manifest)
+        if folder_precision is not None:
+            asked = [("mixed_precision", folder_precision, manifest["teacher"]["mixed_precision"])]
+            manifest["teacher"] = {**manifest["teacher"], "mixed_precision": folder_precision}
     elif stray:
         raise ValueError(
             f"{out_dir} holds {len(stray)} shard files but no {MANIFEST}, so their teacher is unknown; "
@@ -287,6 +301,12 @@ def build_targets(
             if _shard_is_complete(path, records, teacher.dim):
                 reused.append(index)
             else:
+                if folder_precision is not None:
+                    raise ValueError(
+                        f"{out_dir} holds targets of another precision ({_describe_mismatches(asked)}) and shard "
+                        f"{index} must be encoded; resume it in its own precision or use another output folder "
+                        "(a complete folder is read in any precision)"
+                    )
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(path + ".tmp")
                 embeddings = teacher.encode([r["text"] for r in records], batch_size=batch_size)

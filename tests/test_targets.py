@@ -151,6 +151,24 @@ def test_a_folder_made_before_mixed_precision_was_recorded_resumes(copy, corpus,
     assert calls == []
 
 
+def test_a_folder_is_reused_in_any_precision_but_extended_only_in_its_own(copy, corpus, tiny_teacher, records,
+                                                                         monkeypatch):  # fmt: skip
+    same_model_bf16 = Teacher(tiny_teacher.model, tiny_teacher.tokenizer, tiny_teacher.pooling,
+                              tiny_teacher.name_or_path, "cpu", mixed_precision="bf16")  # fmt: skip
+    calls = count_encode_calls(monkeypatch, same_model_bf16)
+    manifest = build(corpus, same_model_bf16, copy)  # complete: nothing to encode, so nothing is mixed
+    assert calls == [] and manifest["num_records"] == 120
+    assert read_manifest(str(copy))["teacher"]["mixed_precision"] == "no", "the folder keeps its own precision"
+
+    (copy / "shard_00002.parquet").unlink()
+    with pytest.raises(ValueError, match="mixed_precision is 'no' there but 'bf16' now.*shard 2 must be encoded"):
+        build(corpus, same_model_bf16, copy)  # one folder, one precision: resume with the one it was made with
+    assert calls == [] and read_manifest(str(copy))["teacher"]["mixed_precision"] == "no"
+    float32_calls = count_encode_calls(monkeypatch, tiny_teacher)
+    assert build(corpus, tiny_teacher, copy)["num_records"] == 120
+    assert float32_calls == [[r["text"] for r in records[50:75]]]
+
+
 def test_corrupted_shard_is_redone(copy, built, corpus, tiny_teacher, records, monkeypatch):
     shard = copy / "shard_00001.parquet"
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
@@ -181,10 +199,6 @@ def test_other_teacher_or_shard_size_refused(copy, corpus, tiny_teacher, tmp_pat
         assert detail in str(error.value)
     with pytest.raises(ValueError, match="shard_size 25 .* shard_size 30"):
         build(corpus, tiny_teacher, copy, shard_size=30)
-    same_model_bf16 = Teacher(tiny_teacher.model, tiny_teacher.tokenizer, tiny_teacher.pooling,
-                              tiny_teacher.name_or_path, "cpu", mixed_precision="bf16")  # fmt: skip
-    with pytest.raises(ValueError, match="mixed_precision is 'no' there but 'bf16' now"):
-        build(corpus, same_model_bf16, copy)  # one folder, one precision: resume with the one it was made with
     assert (copy / "manifest.json").read_text() == before
 
     stray = tmp_path / "stray"
