@@ -13,17 +13,29 @@
 #      the entry table is rebuilt from the same vocabulary) and one archive of reports, logs and plots.
 #
 #   DATA=../shared/data TEACHER=/path/to/all-MiniLM-L6-v2 OUT=results/gpu bash scripts/gpu_session.sh
+#   BUNDLE=runs/gpu-bundle OUT=$OUT bash scripts/gpu_session.sh   # on a machine without ../shared (see below)
 #
 # DATA: the shared data layout (train/*.jsonl, msmarco-passage-dl19/, beir/scifact/); TEACHER: a local
-# teacher folder; OUT: results; WORK: scratch (default /tmp/bertapprox-gpu).
+# teacher folder; or BUNDLE: a folder written here by `python scripts/gpu_bundle.py pack --teacher TEACHER
+# --data ../shared/data --out runs/gpu-bundle` (58 MiB: carry it; it sets DATA and TEACHER there);
+# OUT: results; WORK: scratch (default /tmp/bertapprox-gpu).
+# CROPS: N > 0 also builds crops 0..N-1 of every long text (targets build --crops N, the texts of make
+# targets-crops targets-crops-rest targets-crops-more for N = 3) and trains every variant on them too.
 # VARIANTS: "name:key=value,key=value name2:..." (--set overrides of CONFIG, default configs/minilm-full.yaml);
 # COMMON: overrides for every variant; TRAIN_SECONDS: the side-by-side training (default 300);
 # CALIBRATION_STEPS: steps of the calibration run (default 300); SPEED_SETUPS: setups of step 2 (default
 # none); SPEED: 1 to run step 4; BUDGET: the whole script, step 4 is skipped past it (default 540).
 # Step 5 runs whatever happened before it (trap), so a failed step still returns what was done.
 set -uo pipefail
-: "${DATA:?set DATA}" "${TEACHER:?set TEACHER}" "${OUT:?set OUT}"
+: "${OUT:?set OUT}"
 WORK=${WORK:-/tmp/bertapprox-gpu}
+PY=${PYTHON:-python3}
+if [ -n "${BUNDLE:-}" ]; then
+    unpacked=$($PY scripts/gpu_bundle.py unpack --bundle "$BUNDLE" --out "$WORK/bundle") || exit 1
+    eval "$unpacked"  # DATA=... TEACHER=...
+fi
+: "${DATA:?set DATA (or BUNDLE)}" "${TEACHER:?set TEACHER (or BUNDLE)}"
+CROPS=${CROPS:-0}
 CONFIG=${CONFIG:-configs/minilm-full.yaml}
 TRAIN_SECONDS=${TRAIN_SECONDS:-300}
 CALIBRATION_STEPS=${CALIBRATION_STEPS:-300}
@@ -33,7 +45,6 @@ MORE_PER_SOURCE=${MORE_PER_SOURCE:-25000}  # the next ones (make targets-more)
 read -r -a SPEED_SETUPS <<<"${SPEED_SETUPS:-}"
 read -r -a VARIANTS <<<"${VARIANTS:-base: deep:model.phi_layers=3 pairwise:loss.relational=1,loss.relational_kind=pairwise}"
 read -r -a COMMON <<<"${COMMON:-optim.batch_size=1024 optim.lr=0.004}"
-PY=${PYTHON:-python3}
 NAME=$(basename "$TEACHER")
 mkdir -p "$OUT" "$WORK"
 export BERTAPPROX_WORK=$WORK HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -81,9 +92,19 @@ build_targets targets-more --skip-per-source "$PER_SOURCE" --max-per-source "$MO
 pids+=($!)
 build_targets targets-rest --skip-per-source $((PER_SOURCE + MORE_PER_SOURCE)) &
 pids+=($!)
+SETS=(targets targets-more targets-rest)  # the target folders every variant trains on
+if [ "$CROPS" -gt 0 ]; then
+    build_targets targets-crops --crops "$CROPS" &
+    pids+=($!)
+    SETS+=(targets-crops)
+fi
 for pid in "${pids[@]}"; do wait "$pid" || { log "vocabulary/targets failed"; tail -n 5 "$WORK"/*.log; exit 1; }; done
 records() { $PY -c "import json,sys; print(json.load(open(sys.argv[1]))['num_records'])" "$WORK/$1-$NAME/manifest.json"; }
-log "vocabulary and targets done: $(records targets) + $(records targets-more) + $(records targets-rest) texts"
+counts=()
+for set in "${SETS[@]}"; do counts+=("$set $(records "$set")"); done
+log "vocabulary and targets done: $(IFS=,; echo "${counts[*]}") texts"
+SET_PATHS=$(printf "$WORK/%s-$NAME," "${SETS[@]}")
+SET_PATHS=${SET_PATHS%,}
 if [ "${CONTEXTUAL:-0}" = 1 ]; then
     cli vocab contextualize --vocab "$WORK/vocab-$NAME" --targets "$WORK"/targets{,-more,-rest}-"$NAME" \
         --val-fraction 0.03 --keep-isolated --batch-size 256 --out "$WORK/vocab-contextual-full-$NAME" \
@@ -107,7 +128,7 @@ train_variants() {  # PREFIX TIMEOUT, then overrides for all
         name=${spec%%:*}
         own=${spec#*:}
         overrides=(--set "run.output_dir=$WORK/$prefix-$name" --set "data.tokenize_workers=4")
-        for item in "${COMMON[@]}" ${own//,/ } "$@"; do overrides+=(--set "$item"); done
+        for item in "data.targets=$SET_PATHS" "${COMMON[@]}" ${own//,/ } "$@"; do overrides+=(--set "$item"); done
         mkdir -p "$WORK/$prefix-$name"
         OMP_NUM_THREADS=4 timeout "$limit" $PY train.py --config "$CONFIG" "${overrides[@]}" \
             >"$WORK/$prefix-$name/train.log" 2>&1 &
@@ -121,10 +142,10 @@ train_variants() {  # PREFIX TIMEOUT, then overrides for all
 every=$((CALIBRATION_STEPS / 3))
 train_variants calibrate 150 "optim.max_steps=$CALIBRATION_STEPS" "run.log_every=$every" \
     "eval.every_steps=100000" "run.checkpoint_every=100000" "run.tensorboard=false"
-read -r EPOCHS EVERY RATE < <($PY - "$WORK" "$NAME" "$TRAIN_SECONDS" "$CONFIG" "${COMMON[*]}" "${names[@]}" <<'PYEOF'
+read -r EPOCHS EVERY RATE < <($PY - "$SET_PATHS" "$WORK" "$TRAIN_SECONDS" "$CONFIG" "${COMMON[*]}" "${names[@]}" <<'PYEOF'
 import json, sys
 from bertapprox_hf.training.config import load_config
-work, name, seconds, config, common, names = *sys.argv[1:3], float(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6:]
+sets, work, seconds, config, common, names = *sys.argv[1:3], float(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6:]
 batch = load_config(config, common.split()).optim.batch_size
 rates = []
 for variant in names:
@@ -136,8 +157,7 @@ for variant in names:
     if len(train) >= 2:
         rates.append((train[-1]["step"] - train[0]["step"]) / (train[-1]["seconds"] - train[0]["seconds"]))
 rate = min(rates) if rates else 20.0
-train_records = sum(json.load(open(f"{work}/{folder}-{name}/manifest.json"))["num_records"]
-                    for folder in ("targets", "targets-more", "targets-rest")) * 0.97
+train_records = sum(json.load(open(f"{folder}/manifest.json"))["num_records"] for folder in sets.split(",")) * 0.97
 steps = rate * (seconds - 45)  # start-up, evaluations and the final save
 epochs = max(0.2, min(100.0, steps * batch / train_records))
 print(f"{epochs:.2f}", max(100, int(steps / 6)), f"{rate:.1f}")
