@@ -17,10 +17,11 @@
 #
 # DATA: the shared data layout (train/*.jsonl, msmarco-passage-dl19/, beir/scifact/); TEACHER: a local
 # teacher folder; or BUNDLE: a folder written here by `python scripts/gpu_bundle.py pack --teacher TEACHER
-# --data ../shared/data --out runs/gpu-bundle` (58 MiB: carry it; it sets DATA and TEACHER there);
+# --data ../shared/data --out runs/gpu-bundle` (53 MiB: carry it; it sets DATA and TEACHER there);
 # OUT: results; WORK: scratch (default /tmp/bertapprox-gpu).
 # CROPS: N > 0 also builds crops 0..N-1 of every long text (targets build --crops N, the texts of make
 # targets-crops targets-crops-rest targets-crops-more for N = 3) and trains every variant on them too.
+# Every variant trains on the sets built here (data.targets), unless its own overrides say otherwise.
 # VARIANTS: "name:key=value,key=value name2:..." (--set overrides of CONFIG, default configs/minilm-full.yaml);
 # COMMON: overrides for every variant; TRAIN_SECONDS: the side-by-side training (default 300);
 # CALIBRATION_STEPS: steps of the calibration run (default 300); SPEED_SETUPS: setups of step 2 (default
