@@ -33,9 +33,11 @@ FULL_PAIRS_SCHEDULES := minilm-full-pairs minilm-full-pairs-second minilm-full-p
 # A local copy of the teacher (verified download); elsewhere set TEACHER to a Hub id.
 TEACHER = $(shell bash $(SHARED)/teachers/fetch $(TEACHER_NAME) | tail -n 1)
 # The teacher passes' autocast: bf16 is 1.8-2.2x as fast on a CPU with AVX-512 BF16, the embeddings within 1e-4
-# cosine of float32's (python -m benchmarks.teacher_precision). A targets folder is extended only in its own
-# (a complete one is read in any: make full-pairs TEACHER_PRECISION=bf16 after a float32 make demo).
-TEACHER_PRECISION ?= no
+# cosine of float32's (python -m benchmarks.teacher_precision), so it is the default where the CPU has it
+# (AVX-512 BF16 or AMX), float32 elsewhere. A targets folder is extended only in its own precision (a complete
+# one is read in any: make full-pairs TEACHER_PRECISION=bf16 after a float32 make demo).
+NATIVE_BF16 := $(shell grep -q -m1 -w -E 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null && echo bf16 || echo no)
+TEACHER_PRECISION ?= $(NATIVE_BF16)
 TEACHER_ARGS = --teacher $(TEACHER) --mixed-precision $(TEACHER_PRECISION)
 # More train.py options for make train and make full-pairs, e.g. "--set run.mixed_precision=bf16".
 TRAIN_ARGS ?=

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -429,6 +430,19 @@ def test_make_passes_the_teacher_precision_to_every_teacher_pass(tmp_path):
     ).stdout  # fmt: skip
     passes = [line for line in plan.splitlines() if line.startswith("bertapprox ")]
     assert len(passes) == len(targets) and all("--mixed-precision bf16" in line for line in passes)
+
+
+def test_make_runs_the_teacher_in_bf16_where_the_cpu_has_it(tmp_path):
+    """The default precision of the teacher passes: bf16 on a CPU with native bf16, float32 elsewhere."""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split()}
+    expected = "bf16" if flags & {"avx512_bf16", "amx_bf16"} else "no"
+    plan = subprocess.run(
+        ["make", "-n", "-B", "vocab", "targets", f"WORK={tmp_path}", "TEACHER=some-teacher"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    passes = [line for line in plan.splitlines() if line.startswith("bertapprox ")]
+    assert len(passes) == 2 and all(f"--mixed-precision {expected} " in line for line in passes)
 
 
 def test_crops_join_training_and_leave_the_validation_texts_as_they_were(inputs, tiny_teacher, tmp_path):
