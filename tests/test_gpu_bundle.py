@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import tarfile
 
@@ -13,15 +12,12 @@ from safetensors.torch import load, load_file
 
 from bertapprox_hf.teacher import Teacher
 
-from .conftest import REPO, make_tiny_teacher_folder
+from .conftest import load_script, make_tiny_teacher_folder
 
 
 @pytest.fixture(scope="module")
 def gpu_bundle():
-    spec = importlib.util.spec_from_file_location("gpu_bundle", REPO / "scripts" / "gpu_bundle.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("gpu_bundle")
 
 
 @pytest.fixture

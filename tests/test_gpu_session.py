@@ -6,7 +6,6 @@ hundred real texts (the bundle path, crops, the contextual table, two variants s
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,17 +13,14 @@ import tarfile
 
 import pytest
 
-from .conftest import DATA, REPO, make_tiny_teacher_folder
+from .conftest import DATA, REPO, load_script, make_tiny_teacher_folder
 
 TEXTS_PER_FILE = 120
 
 
 @pytest.fixture(scope="module")
 def gpu_bundle():
-    spec = importlib.util.spec_from_file_location("gpu_bundle", REPO / "scripts" / "gpu_bundle.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("gpu_bundle")
 
 
 def test_the_gpu_session_runs_end_to_end_on_a_tiny_bundle(gpu_bundle, shared_data, tmp_path):

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 
-from .conftest import REPO, trained_student
+from .conftest import load_script, trained_student
 
 
 @pytest.fixture(scope="module")
 def trainable_weights():
-    spec = importlib.util.spec_from_file_location("trainable_weights", REPO / "scripts" / "trainable_weights.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("trainable_weights")
 
 
 def test_split_then_assemble_gives_the_same_student(trainable_weights, tiny_vocab, tmp_path):
