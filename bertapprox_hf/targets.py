@@ -132,10 +132,6 @@ def check_teacher_compatible(found_teacher: dict, expected_teacher: dict, where:
         raise ValueError(f"{where} was made by another teacher: {details}")
 
 
-def _describe_mismatches(mismatches: list[tuple[str, object, object]]) -> str:
-    return "; ".join(f"teacher {key} is {found!r} there but {current!r} now" for key, found, current in mismatches)
-
-
 def _check_existing_manifest(out_dir: str, manifest: dict) -> str | None:
     """Refuse to add to a folder built with another teacher or shard size.
 
@@ -146,9 +142,12 @@ def _check_existing_manifest(out_dir: str, manifest: dict) -> str | None:
     keys = ("dim", "pooling", "normalize", "max_length", "name_or_path")
     mismatches = _teacher_mismatches(existing["teacher"], manifest["teacher"], keys)
     if mismatches:
+        details = "; ".join(
+            f"teacher {key} is {found!r} there but {current!r} now" for key, found, current in mismatches
+        )
         raise ValueError(
-            f"{out_dir} holds targets of another teacher ({_describe_mismatches(mismatches)}); use another output "
-            "folder (embeddings of two teachers are never mixed)"
+            f"{out_dir} holds targets of another teacher ({details}); use another output folder "
+            "(embeddings of two teachers are never mixed)"
         )
     if existing["shard_size"] != manifest["shard_size"]:
         raise ValueError(
@@ -275,7 +274,7 @@ def build_targets(
     if os.path.exists(os.path.join(out_dir, MANIFEST)):
         folder_precision = _check_existing_manifest(out_dir, manifest)
         if folder_precision is not None:
-            asked = [("mixed_precision", folder_precision, manifest["teacher"]["mixed_precision"])]
+            asked_precision = manifest["teacher"]["mixed_precision"]
             manifest["teacher"] = {**manifest["teacher"], "mixed_precision": folder_precision}
     elif stray:
         raise ValueError(
@@ -303,9 +302,10 @@ def build_targets(
             else:
                 if folder_precision is not None:
                     raise ValueError(
-                        f"{out_dir} holds targets of another precision ({_describe_mismatches(asked)}) and shard "
-                        f"{index} must be encoded; resume it in its own precision or use another output folder "
-                        "(a complete folder is read in any precision)"
+                        f"{out_dir} holds targets of another precision (teacher mixed_precision is "
+                        f"{folder_precision!r} there but {asked_precision!r} now) and shard {index} must be encoded; "
+                        "resume it in its own precision or use another output folder (a complete folder is read in "
+                        "any precision)"
                     )
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(path + ".tmp")

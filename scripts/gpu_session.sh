@@ -31,11 +31,6 @@ set -uo pipefail
 : "${OUT:?set OUT}"
 WORK=${WORK:-/tmp/bertapprox-gpu}
 PY=${PYTHON:-python3}
-if [ -n "${BUNDLE:-}" ]; then
-    unpacked=$($PY scripts/gpu_bundle.py unpack --bundle "$BUNDLE" --out "$WORK/bundle") || exit 1
-    eval "$unpacked"  # DATA=... TEACHER=...
-fi
-: "${DATA:?set DATA (or BUNDLE)}" "${TEACHER:?set TEACHER (or BUNDLE)}"
 CROPS=${CROPS:-0}
 CONFIG=${CONFIG:-configs/minilm-full.yaml}
 TRAIN_SECONDS=${TRAIN_SECONDS:-300}
@@ -46,14 +41,18 @@ MORE_PER_SOURCE=${MORE_PER_SOURCE:-25000}  # the next ones (make targets-more)
 read -r -a SPEED_SETUPS <<<"${SPEED_SETUPS:-}"
 read -r -a VARIANTS <<<"${VARIANTS:-base: deep:model.phi_layers=3 pairwise:loss.relational=1,loss.relational_kind=pairwise}"
 read -r -a COMMON <<<"${COMMON:-optim.batch_size=1024 optim.lr=0.004}"
-NAME=$(basename "$TEACHER")
 mkdir -p "$OUT" "$WORK"
 export BERTAPPROX_WORK=$WORK HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+if [ -n "${BUNDLE:-}" ]; then
+    unpacked=$($PY scripts/gpu_bundle.py unpack --bundle "$BUNDLE" --out "$WORK/bundle") || exit 1
+    eval "$unpacked"  # DATA=... TEACHER=...
+fi
+: "${DATA:?set DATA (or BUNDLE)}" "${TEACHER:?set TEACHER (or BUNDLE)}"
+NAME=$(basename "$TEACHER")
 T0=$(date +%s)
 log() { printf '[%4ss] %s\n' "$(($(date +%s) - T0))" "$*" | tee -a "$OUT/timeline.txt"; }
-CORPUS=("$DATA"/train/{msmarco_queries,msmarco_v2_passages,reuters21578_sentences,wordnet30_glosses,senteval_sentences}.jsonl
-        "$DATA/msmarco-passage-dl19/corpus.jsonl" "$DATA/beir/scifact/corpus.jsonl")
+mapfile -t CORPUS < <($PY scripts/gpu_bundle.py corpus --data "$DATA")  # the files of make vocab / make targets
 names=()
 for spec in "${VARIANTS[@]}"; do names+=("${spec%%:*}"); done
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import tarfile
 
 import numpy as np
@@ -12,7 +13,7 @@ from safetensors.torch import load, load_file
 
 from bertapprox_hf.teacher import Teacher
 
-from .conftest import load_script, make_tiny_teacher_folder
+from .conftest import REPO, load_script, make_tiny_teacher_folder
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +79,13 @@ def test_bad_input_is_refused(gpu_bundle, data_folder, tmp_path):
         gpu_bundle.unpack(str(tmp_path / "nothing"), str(tmp_path / "there"))
     assert gpu_bundle.main(["pack", "--teacher", str(tmp_path / "no-teacher"), "--data", str(data_folder),
                             "--out", str(tmp_path / "b")]) == 1  # fmt: skip
+
+
+def test_the_bundle_carries_the_makefiles_corpus(gpu_bundle, tmp_path, capsys):
+    """The files `make vocab` reads are the ones that travel (and that gpu_session.sh reads there)."""
+    plan = subprocess.run(["make", "-n", "-B", "vocab", f"WORK={tmp_path}", "TEACHER=t", "SHARED=/s"], cwd=REPO,
+                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+    corpus = plan.split("--corpus", 1)[1].split()
+    assert corpus == [f"/s/data/{name}" for name in gpu_bundle.CORPUS_FILES]
+    assert gpu_bundle.main(["corpus", "--data", "/s/data"]) == 0
+    assert capsys.readouterr().out.split() == corpus, "gpu_session.sh reads the same list"
