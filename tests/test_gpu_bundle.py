@@ -85,7 +85,8 @@ def test_the_bundle_carries_the_makefiles_corpus(gpu_bundle, tmp_path, capsys):
     """The files `make vocab` reads are the ones that travel (and that gpu_session.sh reads there)."""
     plan = subprocess.run(["make", "-n", "-B", "vocab", f"WORK={tmp_path}", "TEACHER=t", "SHARED=/s"], cwd=REPO,
                           capture_output=True, text=True, check=True).stdout  # fmt: skip
-    corpus = plan.split("--corpus", 1)[1].split()
+    (build,) = [line for line in plan.splitlines() if line.startswith("bertapprox vocab build")]
+    corpus = build.split("--corpus", 1)[1].split()
     assert corpus == [f"/s/data/{name}" for name in gpu_bundle.CORPUS_FILES]
     assert gpu_bundle.main(["corpus", "--data", "/s/data"]) == 0
     assert capsys.readouterr().out.split() == corpus, "gpu_session.sh reads the same list"
