@@ -1,7 +1,7 @@
 #!/bin/bash
 # make full-pairs in bf16 (teacher passes and training), reordered so each schedule starts as soon as its sets exist.
-cd /work/main || exit 1
-export BERTAPPROX_WORK=$HOME/.cache/bertapprox/work BERTAPPROX_SHARED=/work/shared HF_HUB_OFFLINE=1
+cd "$(dirname "$0")/../.." || exit 1  # the repository root
+export BERTAPPROX_WORK=${BERTAPPROX_WORK:-$HOME/.cache/bertapprox/work} BERTAPPROX_SHARED=${BERTAPPROX_SHARED:-$(realpath ../shared)} HF_HUB_OFFLINE=1
 P="TEACHER_PRECISION=bf16"
 T="--set run.mixed_precision=bf16"
 stamp() { echo "=== $(date -u +%FT%TZ) $*"; }
