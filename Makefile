@@ -30,6 +30,8 @@ VOCAB_CONTEXTUAL_FULL := $(WORK)/vocab-contextual-full-$(TEACHER_NAME)
 VOCAB_CONTEXTUAL_DEMO_ALL := $(WORK)/vocab-contextual-demotexts-$(TEACHER_NAME)
 # The full-scale pair student's schedules, in order (each starts from the one before: model.init_from).
 FULL_PAIRS_SCHEDULES := minilm-full-pairs minilm-full-pairs-second minilm-full-pairs-crops minilm-full-pairs-crops-more
+# The same chain with a context block in place of the third φ block (configs/minilm-full-pairs-context*.yaml).
+FULL_PAIRS_CONTEXT_SCHEDULES := $(subst minilm-full-pairs,minilm-full-pairs-context,$(FULL_PAIRS_SCHEDULES))
 # A local copy of the teacher (verified download); elsewhere set TEACHER to a Hub id.
 TEACHER = $(shell bash $(SHARED)/teachers/fetch $(TEACHER_NAME) | tail -n 1)
 # The teacher passes' autocast: bf16 is 1.8-2.2x as fast on a CPU with AVX-512 BF16, the embeddings within 1e-4
@@ -42,7 +44,7 @@ TEACHER_ARGS = --teacher $(TEACHER) --mixed-precision $(TEACHER_PRECISION)
 # More train.py options for make train and make full-pairs, e.g. "--set run.mixed_precision=bf16".
 TRAIN_ARGS ?=
 
-.PHONY: install test lint demo vocab targets targets-more targets-rest targets-crops targets-crops-rest targets-crops-more vocab-contextual vocab-contextual-demo-all vocab-contextual-full train full-pairs speed clean
+.PHONY: install test lint demo vocab targets targets-more targets-rest targets-crops targets-crops-rest targets-crops-more vocab-contextual vocab-contextual-demo-all vocab-contextual-full train full-pairs full-pairs-context speed clean
 
 install:  ## torch first (the CPU wheel), then the package with training, indexing and dev extras
 	$(PYTHON) -m pip install --quiet $(TORCH_PIN)
@@ -103,10 +105,17 @@ vocab-contextual-full:  ## the same over the training texts of all three sets (c
 train:
 	$(PYTHON) train.py --config $(CONFIG) $(TRAIN_ARGS)
 
-full-pairs: install vocab targets targets-more targets-rest targets-crops targets-crops-rest targets-crops-more \
-		vocab-contextual-demo-all  ## the best full-scale student: every target set, then its four schedules (about 6 h on 2 cores; rerun to resume)
-	for schedule in $(FULL_PAIRS_SCHEDULES); do \
+# $(call run_schedules,CONFIG NAMES): train.py on each, in order, resuming where a run stopped
+run_schedules = for schedule in $(1); do \
 		$(PYTHON) train.py --config configs/$$schedule.yaml --resume $(TRAIN_ARGS) || exit 1; done
+FULL_SETS := install vocab targets targets-more targets-rest targets-crops targets-crops-rest targets-crops-more \
+	vocab-contextual-demo-all
+
+full-pairs: $(FULL_SETS)  ## the full-scale pair student: every target set, then its four schedules (about 6 h on 2 cores; rerun to resume)
+	$(call run_schedules,$(FULL_PAIRS_SCHEDULES))
+
+full-pairs-context: $(FULL_SETS)  ## the same chain with a context block (configs/minilm-full-pairs-context*.yaml)
+	$(call run_schedules,$(FULL_PAIRS_CONTEXT_SCHEDULES))
 
 speed:  ## throughput, latency, memory, size: teacher vs student (float32/int8/bfloat16) vs model2vec
 	OMP_WAIT_POLICY=PASSIVE $(PYTHON) -m benchmarks.speed --model $(WORK)/run-$(TEACHER_NAME)/best --teacher $(TEACHER) \
