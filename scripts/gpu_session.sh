@@ -2,8 +2,8 @@
 # One GPU session, end to end, inside a fixed time budget (a lent GPU machine is held for minutes):
 #   1. the vocabulary and the teacher targets of the whole demo corpus, on the GPU (all at once);
 #      with CONTEXTUAL=1, the vocabulary's contextual table too (bertapprox vocab contextualize --keep-isolated
-#      over the training texts of all three sets), in $BERTAPPROX_WORK/vocab-contextual-full-NAME, the
-#      folder configs/minilm-full-contextual.yaml reads;
+#      over the training texts of all three sets, or a seeded sample of CONTEXT_TEXTS of them), in
+#      $BERTAPPROX_WORK/vocab-contextual-full-NAME, the folder configs/minilm-full-contextual.yaml reads;
 #   2. optionally (SPEED_SETUPS), the training speed of configs/minilm-full.yaml per device and precision;
 #   3. recipes (VARIANTS) trained side by side on the GPU: a short calibration run of each, side by side,
 #      measures the steps/s they get while sharing the GPU, then each trains for as many epochs as fit
@@ -23,7 +23,8 @@
 # targets-crops targets-crops-rest targets-crops-more for N = 3) and trains every variant on them too.
 # Every variant trains on the sets built here (data.targets), unless its own overrides say otherwise.
 # VARIANTS: "name:key=value,key=value name2:..." (--set overrides of CONFIG, default configs/minilm-full.yaml);
-# COMMON: overrides for every variant; TRAIN_SECONDS: the side-by-side training (default 300);
+# COMMON: overrides for every variant; TRAIN_SECONDS: the side-by-side training (default 300; less when the
+# steps before it leave less of BUDGET: the speed step, the final evaluations and the packing keep their time);
 # CALIBRATION_STEPS: steps of the calibration run (default 300); SPEED_SETUPS: setups of step 2 (default
 # none); SPEED: 1 to run step 4; BUDGET: the whole script, step 4 is skipped past it (default 540).
 # Step 5 runs whatever happened before it (trap), so a failed step still returns what was done.
@@ -108,6 +109,7 @@ SET_PATHS=${SET_PATHS%,}
 if [ "${CONTEXTUAL:-0}" = 1 ]; then
     cli vocab contextualize --vocab "$WORK/vocab-$NAME" --targets "$WORK"/targets{,-more,-rest}-"$NAME" \
         --val-fraction 0.03 --keep-isolated --batch-size 256 --out "$WORK/vocab-contextual-full-$NAME" \
+        ${CONTEXT_TEXTS:+--max-texts "$CONTEXT_TEXTS"} \
         >"$WORK/contextual.log" 2>&1 || { log "contextual table failed"; tail -n 5 "$WORK/contextual.log"; exit 1; }
     log "contextual table: $(tail -n 12 "$WORK/contextual.log" | tr -d '\n ')"
 fi
@@ -142,6 +144,16 @@ train_variants() {  # PREFIX TIMEOUT, then overrides for all
 every=$((CALIBRATION_STEPS / 3))
 train_variants calibrate 150 "optim.max_steps=$CALIBRATION_STEPS" "run.log_every=$every" \
     "eval.every_steps=100000" "run.checkpoint_every=100000" "run.tensorboard=false"
+# The real runs take what BUDGET leaves: each may run 30 s past TRAIN_SECONDS (its hard stop), then 20 s
+# go to the summaries and the packing, and 70 s to the speed step when it runs.
+reserve=50
+[ "${SPEED:-0}" = 1 ] && reserve=$((reserve + 70))
+left=$((BUDGET - ($(date +%s) - T0) - reserve))
+if [ "$left" -lt "$TRAIN_SECONDS" ]; then
+    [ "$left" -ge 60 ] || { log "no time left to train within BUDGET=$BUDGET"; exit 1; }
+    log "training shortened to $left s of the $TRAIN_SECONDS asked, to end within BUDGET=$BUDGET"
+    TRAIN_SECONDS=$left
+fi
 read -r EPOCHS EVERY RATE < <($PY - "$SET_PATHS" "$WORK" "$TRAIN_SECONDS" "$CONFIG" "${COMMON[*]}" "${names[@]}" <<'PYEOF'
 import json, sys
 from bertapprox_hf.training.config import load_config

@@ -40,6 +40,7 @@ def test_the_gpu_session_runs_end_to_end_on_a_tiny_bundle(gpu_bundle, shared_dat
         "PER_SOURCE": "60",
         "MORE_PER_SOURCE": "30",
         "CONTEXTUAL": "1",
+        "CONTEXT_TEXTS": "300",  # a sample of the 630 training texts
         "CROPS": "2",
         "CONFIG": "configs/minilm-full-contextual.yaml",
         "VARIANTS": "pairs:model.pair_rank=16 ctx:model.context_layers=1,model.pair_rank=16",
@@ -54,6 +55,8 @@ def test_the_gpu_session_runs_end_to_end_on_a_tiny_bundle(gpu_bundle, shared_dat
     assert result.returncode == 0, timeline + result.stdout[-3000:] + result.stderr[-3000:]
     assert "targets 420,targets-more 210,targets-rest 210,targets-crops" in timeline
     assert '"entries_seen"' in timeline, "the contextual table was built"
+    table = json.loads((work / "vocab-contextual-full-all-MiniLM-L6-v2" / "vocabulary.json").read_text())["table"]
+    assert table["texts"] == 300, "the table reads a sample of CONTEXT_TEXTS training texts"
     for variant in ("pairs", "ctx"):
         assert f"{variant}: " in timeline and "'spearman_passage'" in timeline.split(f"{variant}: ")[1]
         assert (out / f"{variant}.part0.safetensors").is_file(), "each student comes back as its trainable weights"
