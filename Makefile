@@ -26,6 +26,9 @@ TARGETS_CROPS := $(WORK)/targets-crops-$(TEACHER_NAME)
 TARGETS_CROPS_REST := $(WORK)/targets-crops-rest-$(TEACHER_NAME)
 TARGETS_CROPS_MORE := $(WORK)/targets-crops-more-$(TEACHER_NAME)
 VOCAB_CONTEXTUAL := $(WORK)/vocab-contextual-$(TEACHER_NAME)
+# Ranking distillation: every MS MARCO training query, and its top 32 of the demo's documents by the teacher.
+TARGETS_QUERIES := $(WORK)/targets-queries-$(TEACHER_NAME)
+CANDIDATES := $(WORK)/candidates-$(TEACHER_NAME)
 VOCAB_CONTEXTUAL_FULL := $(WORK)/vocab-contextual-full-$(TEACHER_NAME)
 VOCAB_CONTEXTUAL_DEMO_ALL := $(WORK)/vocab-contextual-demotexts-$(TEACHER_NAME)
 # The full-scale pair student's schedules, in order (each starts from the one before: model.init_from).
@@ -44,7 +47,7 @@ TEACHER_ARGS = --teacher $(TEACHER) --mixed-precision $(TEACHER_PRECISION)
 # More train.py options for make train and make full-pairs, e.g. "--set run.mixed_precision=bf16".
 TRAIN_ARGS ?=
 
-.PHONY: install test lint demo vocab targets targets-more targets-rest targets-crops targets-crops-rest targets-crops-more vocab-contextual vocab-contextual-demo-all vocab-contextual-full train full-pairs full-pairs-context speed clean
+.PHONY: install test lint demo vocab targets targets-queries candidates targets-more targets-rest targets-crops targets-crops-rest targets-crops-more vocab-contextual vocab-contextual-demo-all vocab-contextual-full train full-pairs full-pairs-context speed clean
 
 install:  ## torch first (the CPU wheel), then the package with training, indexing and dev extras
 	$(PYTHON) -m pip install --quiet $(TORCH_PIN)
@@ -64,6 +67,13 @@ $(VOCAB)/vocabulary.json:
 
 targets:  ## resumes by itself: finished shards are kept
 	bertapprox targets build $(TEACHER_ARGS) --out $(TARGETS) --max-per-source $(PER_SOURCE) --corpus $(CORPUS)
+
+targets-queries:  ## every MS MARCO training query (20,562: the ranking distillation's queries)
+	bertapprox targets build $(TEACHER_ARGS) --out $(TARGETS_QUERIES) --corpus $(DATA)/train/msmarco_queries.jsonl
+
+candidates: targets targets-queries  ## each training query's top 32 of the demo's documents by the teacher (Faiss)
+	bertapprox candidates build --queries $(TARGETS_QUERIES) --documents $(TARGETS) --out $(CANDIDATES) \
+		--val-fraction 0.03
 
 targets-more:  ## the next 25,000 texts of each source (configs/minilm-large.yaml reads both sets)
 	bertapprox targets build $(TEACHER_ARGS) --out $(TARGETS_MORE) --skip-per-source $(PER_SOURCE) \

@@ -49,6 +49,17 @@ def _mean(per_query: dict[str, dict[str, float]], measure: str, queries: Sequenc
     return float(np.mean([per_query.get(qid, {}).get(measure, 0.0) for qid in queries]))
 
 
+def per_query_ndcg(
+    qrels: Qrels, run: Run, queries: Sequence[str] | None = None, k: int = 10
+) -> tuple[list[str], np.ndarray]:
+    """``(queries, nDCG@k of each)``: by default the qrels' queries with a positive grade, in sorted order (a query
+    the run lacks scores 0), as :func:`retrieval_metrics` averages them."""
+    if queries is None:
+        queries = sorted(qid for qid, docs in qrels.items() if any(grade > 0 for grade in docs.values()))
+    per_query = _evaluate(qrels, run, {f"ndcg_cut.{k}"}, 1)
+    return list(queries), np.array([per_query.get(qid, {}).get(f"ndcg_cut_{k}", 0.0) for qid in queries])
+
+
 def retrieval_metrics(
     qrels: Qrels,
     run: Run,

@@ -125,6 +125,7 @@ def step_argv(step: Step, args: argparse.Namespace, names: list[str], model2vec:
     argv += ["--dtype", args.dtype, "--batch-size", str(args.batch_size)]
     argv += ["--device", args.device] if args.device else []
     argv += ["--no-progress"] if args.no_progress else []
+    argv += ["--save-runs"] if args.save_runs and step.module in ("beir", "msmarco") else []
     return argv
 
 
@@ -180,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--save-runs",
+        action="store_true",
+        help="keep each retrieval run as TREC (OUT/<dataset>/runs), e.g. for python -m benchmarks.bootstrap",
+    )
     return parser
 
 

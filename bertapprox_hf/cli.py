@@ -259,6 +259,88 @@ def _targets_info(args) -> int:
     return 0
 
 
+def _add_candidates_build(sub) -> None:
+    from .candidates import MiningConfig
+
+    defaults = MiningConfig()
+    parser = sub.add_parser(
+        "build",
+        help="mine each query-like training text's top-k documents by the teacher's embedding (ranking distillation)",
+        description="Searches the teacher's embeddings of the queries (records of at most --query-max-words words) "
+        "over those of the documents (training records of at least --doc-min-words words) with Faiss. Reads "
+        "targets folders; no teacher pass. Resumable; data-parallel under torchrun like targets build.",
+    )
+    parser.add_argument("--queries", nargs="+", required=True, help="targets folders whose short records are queries")
+    parser.add_argument(
+        "--documents", nargs="+", required=True, help="targets folders whose long records are documents"
+    )
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--k", type=int, default=defaults.k, help="candidates kept per query")
+    parser.add_argument("--query-max-words", type=int, default=defaults.query_max_words)
+    parser.add_argument("--doc-min-words", type=int, default=defaults.doc_min_words)
+    parser.add_argument(
+        "--val-fraction", type=float, default=defaults.val_fraction, help="the training's data.val_fraction"
+    )
+    parser.add_argument("--shard-size", type=int, default=defaults.shard_size, help="queries a shard")
+
+
+def _candidates_build(args) -> int:
+    from .candidates import MiningConfig, build_candidates, finalize_candidates
+
+    config = MiningConfig(
+        k=args.k, query_max_words=args.query_max_words, doc_min_words=args.doc_min_words,
+        val_fraction=args.val_fraction, shard_size=args.shard_size,
+    )  # fmt: skip
+    state = _distributed_state("cpu") if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+    index, count = (state.process_index, state.num_processes) if state is not None else (0, 1)
+    try:
+        manifest = build_candidates(args.queries, args.documents, args.out, config, index, count)
+        if count > 1:
+            state.wait_for_everyone()
+            if index == 0:
+                manifest = finalize_candidates(args.out)
+            state.wait_for_everyone()
+    finally:
+        if count > 1:
+            state.destroy_process_group()
+    if index == 0:
+        keys = ("num_queries", "num_documents", "k", "num_shards")
+        print(json.dumps({"out": args.out, **{key: manifest[key] for key in keys}, "processes": count}))
+    return 0
+
+
+def _add_model_strip_restore(sub) -> None:
+    strip = sub.add_parser(
+        "strip",
+        help="write a student without its entry table (a few MB; restore it with 'model restore')",
+        description="Writes the trainable weights, the config, the trained entries and a check of the embeddings; "
+        "the entry table is rebuilt from a vocabulary by 'bertapprox model restore'.",
+    )
+    strip.add_argument("folder", help="a saved student (RUN/best)")
+    strip.add_argument("--out", required=True, help="output folder")
+    strip.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="the weights' precision")
+    restore = sub.add_parser(
+        "restore", help="rebuild a complete student from a stripped one and a vocabulary, and check it"
+    )
+    restore.add_argument("folder", help="a folder written by 'bertapprox model strip'")
+    restore.add_argument("--vocab", required=True, help="the vocabulary folder the student was trained on")
+    restore.add_argument("--out", required=True, help="output folder (loads with AutoModel)")
+
+
+def _model_strip(args) -> int:
+    from .stripped import strip_student
+
+    print(json.dumps(strip_student(args.folder, args.out, args.dtype)))
+    return 0
+
+
+def _model_restore(args) -> int:
+    from .stripped import restore_student
+
+    print(json.dumps(restore_student(args.folder, args.vocab, args.out)))
+    return 0
+
+
 def _add_model_init(sub) -> None:
     parser = sub.add_parser("init", help="make an untrained student from a vocabulary and save it")
     parser.add_argument("--vocab", required=True, help="vocabulary folder")
@@ -554,9 +636,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_targets_build(targets)
     targets.add_parser("info", help="print a targets folder's manifest").add_argument("folder")
 
+    candidates = commands.add_parser(
+        "candidates", help="teacher-ranked documents of training queries (ranking distillation)"
+    ).add_subparsers(dest="action", required=True)
+    _add_candidates_build(candidates)
+
     model = commands.add_parser("model", help="student models").add_subparsers(dest="action", required=True)
     _add_model_init(model)
     model.add_parser("info", help="print a model's size and config").add_argument("folder")
+    _add_model_strip_restore(model)
 
     encode = commands.add_parser("encode", help="print the bag and embedding of texts (arguments or stdin)")
     encode.add_argument("--model", required=True)
@@ -572,8 +660,11 @@ HANDLERS = {
     ("vocab", "info"): _vocab_info,
     ("targets", "build"): _targets_build,
     ("targets", "info"): _targets_info,
+    ("candidates", "build"): _candidates_build,
     ("model", "init"): _model_init,
     ("model", "info"): _model_info,
+    ("model", "strip"): _model_strip,
+    ("model", "restore"): _model_restore,
     ("encode", None): _encode,
     ("plugins", "list"): _optional(_plugins_list),
     ("index", None): _optional(_index),

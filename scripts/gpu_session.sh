@@ -9,8 +9,8 @@
 #      measures the steps/s they get while sharing the GPU, then each trains for as many epochs as fit
 #      TRAIN_SECONDS (a full warm-up + cosine schedule, not a run cut short);
 #   4. the encoders' speed on the GPU (teacher vs student), if time is left (SPEED=1);
-#   5. results packed into OUT: each student's trainable weights (scripts/trainable_weights.py split;
-#      the entry table is rebuilt from the same vocabulary) and one archive of reports, logs and plots.
+#   5. results packed into OUT: each student's trainable weights (bertapprox model strip; restore with
+#      bertapprox model restore from the same vocabulary) and one archive of reports, logs and plots.
 #
 #   DATA=../shared/data TEACHER=/path/to/all-MiniLM-L6-v2 OUT=results/gpu bash scripts/gpu_session.sh
 #   BUNDLE=runs/gpu-bundle OUT=$OUT bash scripts/gpu_session.sh   # on a machine without ../shared (see below)
@@ -64,14 +64,14 @@ pack() {
     mkdir -p "$WORK/pack"
     for variant in "${names[@]}"; do
         best="$WORK/run-$variant/best"
-        [ -f "$best/model.safetensors" ] && $PY scripts/trainable_weights.py split "$best" "$WORK/pack/$variant" \
-            --max-mb 16.5 >/dev/null && mv "$WORK/pack/$variant".part*.safetensors "$OUT/"
+        [ -f "$best/model.safetensors" ] && $PY -m bertapprox_hf.cli model strip "$best" --out "$OUT/$variant" \
+            >/dev/null
     done
     cp "$OUT/timeline.txt" "$WORK/" 2>/dev/null
     (cd "$WORK" && tar czf "$OUT/session.tar.gz" --ignore-failed-read ./*.log ./timeline.txt \
         ./training-speed/training_speed.json ./speed/speed.json ./speed/speed.md "vocab-$NAME/vocabulary.json" \
         ./*/manifest.json run-*/report.json run-*/metrics.jsonl run-*/*.png run-*/best/training.json \
-        run-*/best/config.json run-*/train.log calibrate-*/metrics.jsonl calibrate-*/train.log pack/*.config.json \
+        run-*/best/config.json run-*/train.log calibrate-*/metrics.jsonl calibrate-*/train.log \
         2>/dev/null)
     log "done"
 }

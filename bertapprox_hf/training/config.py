@@ -70,6 +70,24 @@ class LossConfig:
 
 
 @dataclass
+class RankingConfig:
+    """Ranking distillation (training/ranking.py): the student's query embedding scored against each query's
+    candidates as the teacher ranks them. Off unless a weight is set; with ``candidates`` alone, validation adds
+    the ranking view (``rank_*`` metrics) without training for it."""
+
+    candidates: str = ""  # folder from `bertapprox candidates build` (same teacher and data.val_fraction)
+    listwise: float = 0.0  # weight of the KL between the teacher's and the student's softmax over the batch's documents
+    margin_mse: float = 0.0  # weight of margin-MSE between each query's first candidate and its others
+    # "query": the student's query against the teacher's documents (asymmetric search); "both": also against the
+    # student's own document embeddings (student-only search), the two terms averaged
+    sides: str = "query"
+    temperature: float = 0.05  # softmax temperature of the listwise term and scale of the margins (cosine scale)
+    queries_per_batch: int = 32  # ranking queries per step, beside the batch of texts
+    candidates_per_query: int = 4  # of each query's top-k: the teacher's first, and the rest drawn at random
+    eval_queries: int = 300  # held-out queries of the validation's ranking view (0: none)
+
+
+@dataclass
 class OptimConfig:
     batch_size: int = 128  # texts per process and step (before accumulation)
     epochs: float = 3.0  # passes over the training records (fractions allowed)
@@ -110,6 +128,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    ranking: RankingConfig = field(default_factory=RankingConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -235,6 +254,8 @@ def validate(config: TrainConfig) -> None:
     folders = [("data.vocab", config.data.vocab)] + [("data.targets", folder) for folder in config.data.targets]
     if config.model.init_from:
         folders.append(("model.init_from", config.model.init_from))
+    if config.ranking.candidates:
+        folders.append(("ranking.candidates", config.ranking.candidates))
     for key, folder in folders:
         if not os.path.isdir(folder):
             raise ConfigError(f"{key}: folder not found: {folder}")
@@ -255,6 +276,11 @@ def validate(config: TrainConfig) -> None:
         ("loss.relational_kind", config.loss.relational_kind in ("cross", "kl", "pairwise")),
         ("run.mixed_precision", config.run.mixed_precision in PRECISIONS),
         ("run.device", config.run.device in ("auto", "cpu", "cuda")),
+        ("ranking.sides", config.ranking.sides in ("query", "both")),
+        ("ranking.temperature", config.ranking.temperature > 0),
+        ("ranking.queries_per_batch", config.ranking.queries_per_batch >= 1),
+        ("ranking.candidates_per_query", config.ranking.candidates_per_query >= 2),
+        ("ranking.eval_queries", config.ranking.eval_queries >= 0),
     ]
     for key, ok in checks:
         if not ok:
@@ -265,6 +291,19 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError("config key 'data.exclude_overlap' needs the targets in memory (data.streaming: false)")
     if min(config.loss.mse, config.loss.cosine, config.loss.relational) < 0:
         raise ConfigError("loss weights must not be negative")
+    ranking = config.ranking
+    if min(ranking.listwise, ranking.margin_mse) < 0:
+        raise ConfigError("config keys 'ranking.listwise' and 'ranking.margin_mse' must not be negative")
+    if (ranking.listwise or ranking.margin_mse) and not ranking.candidates:
+        raise ConfigError(
+            "config key 'ranking.candidates' is required when ranking.listwise or ranking.margin_mse is set "
+            "(a folder from `bertapprox candidates build`)"
+        )
+    if config.eval.metric.startswith("rank_") and not (ranking.candidates and ranking.eval_queries):
+        raise ConfigError(
+            f"config key 'eval.metric' is {config.eval.metric!r}, a ranking metric: it needs 'ranking.candidates' "
+            "and 'ranking.eval_queries' > 0"
+        )
 
 
 def to_dict(config: TrainConfig) -> dict:

@@ -34,6 +34,7 @@ from .config import OptimConfig, TrainConfig, to_dict
 from .data import Batcher, StreamingTargetData, TargetData
 from .losses import distillation_loss
 from .metrics import fidelity
+from .ranking import RankingData, RankingValidation, ranking_loss, stack_inputs
 
 LATEST = "latest"
 
@@ -134,6 +135,17 @@ class Trainer:
         else:
             self.data = TargetData(config.data, batcher)
         self.val_texts, self.val_targets = self.data.validation()
+        self.ranking = self.ranking_validation = None
+        if config.ranking.candidates:
+            self.ranking = RankingData(
+                config.ranking,
+                config.data.val_fraction,
+                self.teacher,
+                batcher,
+                config.data.pretokenize,
+                config.data.tokenize_workers,
+            )
+            self.ranking_validation = RankingValidation(self.ranking)
 
         world = self.accelerator.num_processes
         self.batches_per_epoch = self.data.batches_per_epoch(config.optim.batch_size, world)
@@ -174,8 +186,11 @@ class Trainer:
         model = self.accelerator.unwrap_model(self.model)
         was_training = model.training
         student = model.encode(self.val_texts, batch_size=256, convert_to_numpy=True)
+        metrics = fidelity(student, self.val_targets, self.val_texts, self.teacher.get("similarity", "cosine"))
+        if self.ranking_validation is not None:
+            metrics.update(self.ranking_validation.evaluate(model))
         model.train(was_training)
-        return fidelity(student, self.val_targets, self.val_texts, self.teacher.get("similarity", "cosine"))
+        return metrics
 
     def save_best(self, metrics: dict) -> None:
         if not self.accelerator.is_main_process:
@@ -264,6 +279,37 @@ class Trainer:
         patience = self.config.eval.patience
         return bool(patience) and self.state.bad_evals >= patience
 
+    def step_loss(self, batch: dict, rank: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss of one batch: the embedding terms, plus the ranking terms on the ranking batch drawn beside
+        it (one forward pass over both)."""
+        config, device = self.config, self.accelerator.device
+        inputs = [{"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}]
+        ranking = None
+        if self.ranking is not None and self.ranking.training:
+            ranking = self.ranking.batch((self.state.epoch, self.state.batch_in_epoch), config.run.seed, rank)
+            inputs.append(ranking["queries"])
+            if "documents" in ranking:
+                inputs.append(ranking["documents"])
+        if len(inputs) > 1:
+            inputs = [stack_inputs(inputs, self.tokenizer.pad_token_id)]
+        pooled = self.model(**{key: value.to(device) for key, value in inputs[0].items()}).pooler_output
+        texts = len(batch["input_ids"])
+        loss, parts = distillation_loss(pooled[:texts], batch["targets"].to(device), config.loss)
+        if ranking is None:
+            return loss, parts
+        queries = len(ranking["teacher_queries"])
+        documents = pooled[texts + queries :] if "documents" in ranking else None
+        extra, extra_parts = ranking_loss(
+            pooled[texts : texts + queries],
+            ranking["teacher_queries"].to(device),
+            ranking["teacher_documents"].to(device),
+            ranking["own"].to(device),
+            config.ranking,
+            self.ranking.similarity,
+            documents,
+        )
+        return loss + extra, {**parts, **extra_parts}
+
     def train(self, stop_after: int | None = None) -> dict:
         """Run to the end (or to ``stop_after`` steps, as if interrupted); return the report."""
         from tqdm.auto import tqdm
@@ -285,13 +331,7 @@ class Trainer:
             ):
                 self.model.train()
                 with accelerator.accumulate(self.model):
-                    output = self.model(
-                        input_ids=batch["input_ids"].to(accelerator.device),
-                        attention_mask=batch["attention_mask"].to(accelerator.device),
-                    )
-                    loss, parts = distillation_loss(
-                        output.pooler_output, batch["targets"].to(accelerator.device), config.loss
-                    )
+                    loss, parts = self.step_loss(batch, rank)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and config.optim.max_grad_norm:
                         accelerator.clip_grad_norm_(self.model.parameters(), config.optim.max_grad_norm)
