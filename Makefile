@@ -47,7 +47,7 @@ TEACHER_ARGS = --teacher $(TEACHER) --mixed-precision $(TEACHER_PRECISION)
 # More train.py options for make train and make full-pairs, e.g. "--set run.mixed_precision=bf16".
 TRAIN_ARGS ?=
 
-.PHONY: install test lint demo vocab targets targets-queries candidates targets-more targets-rest targets-crops targets-crops-rest targets-crops-more vocab-contextual vocab-contextual-demo-all vocab-contextual-full train full-pairs full-pairs-context speed clean
+.PHONY: install test lint demo student vocab targets targets-queries candidates targets-more targets-rest targets-crops targets-crops-rest targets-crops-more vocab-contextual vocab-contextual-demo-all vocab-contextual-full train full-pairs full-pairs-context speed clean
 
 install:  ## torch first (the CPU wheel), then the package with training, indexing and dev extras
 	$(PYTHON) -m pip install --quiet $(TORCH_PIN)
@@ -60,6 +60,12 @@ lint:
 	ruff check . && ruff format --check .
 
 demo: install vocab targets vocab-contextual train  ## the main job: vocabulary, teacher targets, contextual table, distillation, report
+
+# The demo recipe's student as shipped: its trainable weights (bertapprox model strip), restored on the vocabulary
+# and contextual table built here, and checked against the original's embeddings (no targets, no training).
+SHIPPED ?= results/demo/student
+student: install vocab vocab-contextual  ## the shipped demo student, restored and checked: $(WORK)/student-demo
+	bertapprox model restore $(SHIPPED) --vocab $(VOCAB_CONTEXTUAL) --out $(WORK)/student-demo
 
 vocab: $(VOCAB)/vocabulary.json
 $(VOCAB)/vocabulary.json:
@@ -96,9 +102,10 @@ targets-crops-more:  ## two more crops (numbers 1 and 2) of every long text, the
 		--corpus $(CORPUS)
 
 # $(call contextualize,OUT,MAX_TEXTS[,TARGETS]): the contextual table beside the isolated one, from the training
-# texts of TARGETS (default: the demo's), at most MAX_TEXTS of them (empty: all)
+# texts of TARGETS (default: the demo's, read from the corpus as its targets build reads them: no teacher pass
+# needed before), at most MAX_TEXTS of them (empty: all)
 contextualize = bertapprox vocab contextualize --mixed-precision $(TEACHER_PRECISION) --vocab $(VOCAB) \
-	--targets $(or $(3),$(TARGETS)) --val-fraction 0.03 \
+	$(if $(3),--targets $(3),--corpus $(CORPUS) --max-per-source $(PER_SOURCE)) --val-fraction 0.03 \
 	--keep-isolated $(if $(2),--max-texts $(2)) --out $(1)
 
 vocab-contextual: $(VOCAB_CONTEXTUAL)/vocabulary.json  ## each entry's teacher token states in the demo's training texts beside its own

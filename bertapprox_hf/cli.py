@@ -73,10 +73,15 @@ def _add_vocab_contextualize(sub) -> None:
     parser = sub.add_parser(
         "contextualize",
         help="a copy of a vocabulary whose table holds the teacher's token states of each entry inside the "
-        "training texts of a targets folder (bertapprox_hf.contextual)",
+        "training texts of a targets folder or corpus (bertapprox_hf.contextual)",
     )
     parser.add_argument("--vocab", required=True, help="vocabulary folder")
-    parser.add_argument("--targets", nargs="+", required=True, help="targets folders whose training texts are read")
+    texts = parser.add_mutually_exclusive_group(required=True)
+    texts.add_argument("--targets", nargs="+", help="targets folders whose training texts are read")
+    texts.add_argument(
+        "--corpus", nargs="+", help="or the corpus itself (jsonl files): the same texts as its targets folder"
+    )
+    parser.add_argument("--max-per-source", type=int, default=None, help="with --corpus: as targets build took it")
     parser.add_argument("--out", required=True, help="output vocabulary folder")
     parser.add_argument("--teacher", default=None, help="the teacher (default: the one the vocabulary names)")
     parser.add_argument(
@@ -105,7 +110,13 @@ def _vocab_contextualize(args) -> int:
     if not 0 <= args.val_fraction < 1:
         raise ValueError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
     vocabulary = Vocabulary.load(args.vocab)
-    ids, texts, _ = targets_columns(load_targets(args.targets))
+    if args.targets:
+        ids, texts, _ = targets_columns(load_targets(args.targets))
+    else:
+        from .corpus import iter_records
+
+        records = list(iter_records(args.corpus, max_per_source=args.max_per_source))
+        ids, texts = [r["id"] for r in records], [r["text"] for r in records]
     training = np.flatnonzero([is_training(record_id, args.val_fraction) for record_id in ids])
     if args.max_texts is not None and args.max_texts < len(training):
         training = np.sort(np.random.default_rng(args.seed).choice(training, args.max_texts, replace=False))
@@ -122,7 +133,11 @@ def _vocab_contextualize(args) -> int:
         show_progress_bar=True,
         keep_isolated=args.keep_isolated,
     )
-    record = {"source": os.path.abspath(args.vocab), "targets": list(args.targets), "val_fraction": args.val_fraction}
+    record = {"source": os.path.abspath(args.vocab), "val_fraction": args.val_fraction}
+    if args.targets:
+        record["targets"] = list(args.targets)
+    else:
+        record["corpus"] = {"sources": list(args.corpus), "max_per_source": args.max_per_source}
     result.metadata["table"].update(record)
     result.save(args.out)
     print(json.dumps({"out": args.out, **result.metadata["table"]}, indent=1))

@@ -31,7 +31,26 @@ def argv(student_dir, minilm_path, bench_cache, small_model2vec, shared_data):  
 @pytest.fixture(scope="module")
 def quick(argv, tmp_path_factory):
     out = tmp_path_factory.mktemp("quick")
-    return out, report.main([*argv, "--out", str(out), "--speed-args", TINY_SPEED])
+    return out, report.main([*argv, "--out", str(out), "--speed-args", TINY_SPEED, "--save-runs"])
+
+
+def test_saved_runs_give_bootstrap_intervals_of_each_share_of_the_teacher(quick, shared_data):
+    from benchmarks.bootstrap import paired_bootstrap
+    from benchmarks.datasets import read_qrels_tsv
+    from indexers.runs import read_trec
+
+    out, _ = quick
+    runs = {}
+    for name in ("teacher", "student", "asymmetric"):
+        hits = read_trec(out / "scifact" / "runs" / f"scifact.{name}.trec")
+        runs[name] = {query: {doc: score for doc, _, score in ranked} for query, ranked in hits.items()}
+    qrels = read_qrels_tsv(shared_data / "beir" / "scifact" / "qrels" / "test.tsv")
+    qrels = {q: docs for q, docs in qrels.items() if q in runs["teacher"]}
+    result = paired_bootstrap(qrels, runs["teacher"], runs, baseline="teacher", samples=500)
+    rows = {row["run"]: row for row in result["rows"]}
+    assert rows["teacher"]["pct_teacher_95ci"] == [100.0, 100.0]
+    low, high = rows["student"]["pct_teacher_95ci"]
+    assert low <= rows["student"]["pct_teacher"] <= high and high - low > 0
 
 
 def test_quick_suite_writes_the_agreed_results(quick):

@@ -154,6 +154,25 @@ def test_cli_reads_only_training_texts(tiny_teacher, tiny_teacher_path, tiny_voc
     assert table.metadata["table"]["val_fraction"] == 0.2
 
 
+def test_the_corpus_gives_the_same_table_as_its_targets(
+    tiny_teacher, tiny_teacher_path, tiny_vocab, train_sample_files, tmp_path
+):
+    vocab_dir, targets_dir = tmp_path / "vocab", tmp_path / "targets"
+    tiny_vocab.save(str(vocab_dir))
+    build_targets(train_sample_files[:2], tiny_teacher, str(targets_dir), show_progress_bar=False, max_per_source=60)
+    common = ["vocab", "contextualize", "--vocab", str(vocab_dir), "--teacher", tiny_teacher_path, "--device", "cpu"]
+    common += ["--val-fraction", "0.2", "--max-texts", "50", "--keep-isolated"]
+    assert main([*common, "--targets", str(targets_dir), "--out", str(tmp_path / "from-targets")]) == 0
+    corpus = ["--corpus", *train_sample_files[:2], "--max-per-source", "60"]
+    assert main([*common, *corpus, "--out", str(tmp_path / "from-corpus")]) == 0
+    from_targets, from_corpus = (
+        Vocabulary.load(str(tmp_path / "from-targets")),
+        Vocabulary.load(str(tmp_path / "from-corpus")),
+    )
+    np.testing.assert_array_equal(from_corpus.embeddings, from_targets.embeddings)
+    assert from_corpus.metadata["table"]["corpus"]["max_per_source"] == 60
+
+
 def test_training_refuses_a_table_that_read_its_validation_texts(
     tiny_teacher, tiny_vocab, train_sample_files, tmp_path
 ):

@@ -15,9 +15,9 @@ export BERTAPPROX_WORK=$WORK BERTAPPROX_SHARED=$SHARED HF_HUB_OFFLINE=1 OMP_WAIT
 
 declare -A ARGS=(
   [embedding]=""
-  [listwise-query]="--set ranking.listwise=1"
-  [listwise-both]="--set ranking.listwise=1 --set ranking.sides=both"
-  [margin-query]="--set ranking.margin_mse=0.1"
+  [listwise-query]="--set ranking.listwise=0.1"
+  [listwise-both]="--set ranking.listwise=0.1 --set ranking.sides=both"
+  [margin-query]="--set ranking.margin_mse=0.01"
 )
 arms=("$@")
 [ ${#arms[@]} -gt 0 ] || arms=(embedding listwise-query listwise-both margin-query)
