@@ -82,13 +82,14 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 4, figsize=(15, 3.6), sharey=False)
-    for axis, (dataset, mode) in zip(axes, [(d, m) for d in ("scifact", "dl19") for m in ("asymmetric", "student")]):
+    panels = [(d, m) for d in ("scifact", "dl19") for m in ("asymmetric", "student")]
+    for axis, (dataset, mode) in zip(axes, panels, strict=True):
         cells = [row[f"{dataset}_{mode}"] for row in rows]
         if not all("pct_teacher" in cell for cell in cells):
             continue
         values = [cell["pct_teacher"] for cell in cells]
-        errors = [[v - c["pct_teacher_95ci"][0] for v, c in zip(values, cells)],
-                  [c["pct_teacher_95ci"][1] - v for v, c in zip(values, cells)]]  # fmt: skip
+        errors = [[v - c["pct_teacher_95ci"][0] for v, c in zip(values, cells, strict=True)],
+                  [c["pct_teacher_95ci"][1] - v for v, c in zip(values, cells, strict=True)]]  # fmt: skip
         axis.errorbar(range(len(rows)), values, yerr=errors, fmt="o", capsize=4)
         axis.set_xticks(range(len(rows)), [row["arm"] for row in rows], rotation=30, ha="right")
         axis.set_title(f"{dataset}, {mode}")
