@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import fields
 
 from .vocab_builder import VocabularyConfig
@@ -210,6 +212,23 @@ def _distributed_state(device: str | None):
     return state
 
 
+def _build_on_every_process(state, build: Callable[[], dict], finalize: Callable[[], dict]) -> dict:
+    """Run ``build`` in this process; with several processes, ``finalize`` on process 0 once all have built.
+    Returns the manifest (complete on process 0)."""
+    several = state is not None and state.num_processes > 1
+    try:
+        manifest = build()
+        if several:
+            state.wait_for_everyone()
+            if state.process_index == 0:
+                manifest = finalize()
+            state.wait_for_everyone()
+    finally:
+        if several:
+            state.destroy_process_group()
+    return manifest
+
+
 def _targets_build(args) -> int:
     from .corpus import expand_paths
     from .targets import build_targets, finalize_targets
@@ -223,44 +242,37 @@ def _targets_build(args) -> int:
         device = str(state.device)  # each process on its own accelerator
     if count > 1:
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    try:
-        teacher = Teacher.from_pretrained(
-            args.teacher or DEFAULT_TEACHER, device=device, mixed_precision=args.mixed_precision
-        )
-        manifest = build_targets(
-            args.corpus,
-            teacher,
-            args.out,
-            shard_size=args.shard_size,
-            batch_size=args.batch_size,
-            process_index=index,
-            num_processes=count,
-            corpus_description={
-                "sources": args.corpus,
-                "max_per_source": args.max_per_source,
-                "skip_per_source": args.skip_per_source,
-                "max_texts": args.max_texts,
-                **(
-                    {"crops_per_text": args.crops, "crop_min_words": args.crop_min_words, "first_crop": args.first_crop}
-                    if args.crops
-                    else {}
-                ),
-            },
-            max_per_source=args.max_per_source,
-            skip_per_source=args.skip_per_source,
-            max_records=args.max_texts,
-            crops_per_text=args.crops,
-            crop_min_words=args.crop_min_words,
-            first_crop=args.first_crop,
-        )
-        if count > 1:
-            state.wait_for_everyone()
-            if index == 0:
-                manifest = finalize_targets(args.out)
-            state.wait_for_everyone()
-    finally:
-        if count > 1:
-            state.destroy_process_group()
+    teacher = Teacher.from_pretrained(
+        args.teacher or DEFAULT_TEACHER, device=device, mixed_precision=args.mixed_precision
+    )
+    build = functools.partial(
+        build_targets,
+        args.corpus,
+        teacher,
+        args.out,
+        shard_size=args.shard_size,
+        batch_size=args.batch_size,
+        process_index=index,
+        num_processes=count,
+        corpus_description={
+            "sources": args.corpus,
+            "max_per_source": args.max_per_source,
+            "skip_per_source": args.skip_per_source,
+            "max_texts": args.max_texts,
+            **(
+                {"crops_per_text": args.crops, "crop_min_words": args.crop_min_words, "first_crop": args.first_crop}
+                if args.crops
+                else {}
+            ),
+        },
+        max_per_source=args.max_per_source,
+        skip_per_source=args.skip_per_source,
+        max_records=args.max_texts,
+        crops_per_text=args.crops,
+        crop_min_words=args.crop_min_words,
+        first_crop=args.first_crop,
+    )
+    manifest = _build_on_every_process(state, build, functools.partial(finalize_targets, args.out))
     if index == 0:
         summary = {key: manifest[key] for key in ("num_shards", "num_records", "shard_size")}
         print(json.dumps({"out": args.out, **summary, "processes": count, "teacher": teacher.name_or_path}))
@@ -308,16 +320,8 @@ def _candidates_build(args) -> int:
     )  # fmt: skip
     state = _distributed_state("cpu") if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
     index, count = (state.process_index, state.num_processes) if state is not None else (0, 1)
-    try:
-        manifest = build_candidates(args.queries, args.documents, args.out, config, index, count)
-        if count > 1:
-            state.wait_for_everyone()
-            if index == 0:
-                manifest = finalize_candidates(args.out)
-            state.wait_for_everyone()
-    finally:
-        if count > 1:
-            state.destroy_process_group()
+    build = functools.partial(build_candidates, args.queries, args.documents, args.out, config, index, count)
+    manifest = _build_on_every_process(state, build, functools.partial(finalize_candidates, args.out))
     if index == 0:
         keys = ("num_queries", "num_documents", "k", "num_shards")
         print(json.dumps({"out": args.out, **{key: manifest[key] for key in keys}, "processes": count}))

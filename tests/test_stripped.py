@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,3 +76,28 @@ def test_restore_refuses_another_vocabulary_and_a_failed_check(saved, tiny_vocab
     with pytest.raises(ValueError, match="not the one that was stripped"):
         restore_student(str(saved / "moved"), str(saved / "other"), str(saved / "y"))
     assert not (saved / "y").exists()
+
+
+SHIPPED = Path(__file__).resolve().parent.parent / "results" / "demo" / "student"
+
+
+@pytest.mark.skipif(not SHIPPED.is_dir(), reason="no student shipped in results/demo/student")
+def test_the_shipped_student_is_whole_but_for_its_entry_table():
+    """The student the README's figures come from: its weights fit its config, its entries match their digest,
+    and its check holds the original's embeddings (make student restores it on a local vocabulary)."""
+    from safetensors.torch import load_file
+
+    from bertapprox_hf.configuration_bertapprox import BertApproxConfig
+    from bertapprox_hf.modeling_bertapprox import BertApproxModel
+    from bertapprox_hf.stripped import entries_digest
+    from bertapprox_hf.tokenization_bertapprox import load_entries
+
+    settings = json.loads((SHIPPED / "config.json").read_text())
+    entries = load_entries(str(SHIPPED / "entries.txt"))
+    assert entries_digest(entries) == settings.pop("entries_sha256") and settings.pop("weights_dtype") == "float16"
+    model = BertApproxModel(BertApproxConfig.from_dict(settings))
+    missing, unexpected = model.load_state_dict(load_file(SHIPPED / "weights.safetensors"), strict=False)
+    assert missing == ["entry_table.weight"] and not unexpected
+    assert len(entries) == model.config.vocab_size
+    check = json.loads((SHIPPED / "check.json").read_text())
+    assert np.asarray(check["embeddings"]).shape == (len(check["texts"]), model.config.output_dim)
