@@ -34,7 +34,7 @@ for arm in "${arms[@]}"; do
       --systems teacher student asymmetric --save-runs --no-progress --out "$run/report" > "$run.report.log" 2>&1
   fi
   mkdir -p "$OUT/$arm"
-  cp "$run/report/results.json" "$run/report/results.md" "$run/report.json" "$OUT/$arm/"
+  cp "$run/report/results.json" "$run/report/results.md" "$run/report/quality_vs_speed.png" "$run/report.json" "$OUT/$arm/"
   cp "$run/validation.png" "$OUT/$arm/" 2>/dev/null || true
 done
 
