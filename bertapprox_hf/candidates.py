@@ -76,6 +76,11 @@ class Candidates:
     scores: np.ndarray  # float32 [queries, k]
 
 
+def teacher_similarity(teacher: dict) -> str:
+    """The similarity a teacher record scores with: its own, else cosine for a normalizing teacher, else dot."""
+    return teacher.get("similarity") or ("cosine" if teacher.get("normalize") else "dot")
+
+
 def shard_path(out_dir: str, index: int) -> str:
     return os.path.join(out_dir, f"queries_{index:05d}.parquet")
 
@@ -227,7 +232,7 @@ def build_candidates(
         raise ValueError(f"{len(doc_rows)} documents of {config.doc_min_words}+ words, fewer than k={config.k}")
     if len(query_rows) == 0:
         raise ValueError(f"no query of at most {config.query_max_words} words in {query_targets}")
-    similarity = teacher.get("similarity") or ("cosine" if teacher.get("normalize") else "dot")
+    similarity = teacher_similarity(teacher)
     index = faiss.IndexFlatIP(doc_embeddings.shape[1])
     index.add(_scoring(doc_embeddings[doc_rows], similarity))
 

@@ -23,6 +23,8 @@ import shutil
 
 import numpy as np
 
+from .tokenization_bertapprox import load_entries
+
 TABLE_KEY = "entry_table.weight"
 WEIGHTS = "weights.safetensors"
 ENTRIES = "entries.txt"
@@ -46,12 +48,6 @@ def entries_digest(entries: list[str]) -> str:
     return hashlib.sha256("\n".join(entries).encode("utf-8")).hexdigest()
 
 
-def _read_lines(path: str) -> list[str]:
-    from .tokenization_bertapprox import load_entries
-
-    return load_entries(path)
-
-
 def strip_student(
     model_dir: str, out_dir: str, dtype: str = "float16", texts: tuple[str, ...] | list[str] = CHECK_TEXTS
 ) -> dict:
@@ -71,7 +67,7 @@ def strip_student(
     weights.pop(TABLE_KEY)
     cast = getattr(torch, dtype)
     weights = {name: (t.to(cast) if t.is_floating_point() else t).contiguous() for name, t in weights.items()}
-    entries = _read_lines(os.path.join(model_dir, "vocab.txt"))
+    entries = load_entries(os.path.join(model_dir, "vocab.txt"))
     os.makedirs(out_dir, exist_ok=True)
     save_file(weights, os.path.join(out_dir, WEIGHTS))
     with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as handle:
@@ -123,7 +119,7 @@ def restore_student(stripped_dir: str, vocab_dir: str, out_dir: str) -> dict:
         settings = json.load(handle)
     expected = settings.pop("entries_sha256", None)
     settings.pop("weights_dtype", None)
-    trained = _read_lines(os.path.join(stripped_dir, ENTRIES))
+    trained = load_entries(os.path.join(stripped_dir, ENTRIES))
     if expected is None or entries_digest(trained) != expected:
         raise ValueError(f"{stripped_dir}: {ENTRIES} does not match the entries_sha256 of its config.json")
     vocabulary = Vocabulary.load(vocab_dir)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..candidates import Candidates, load_candidates
+from ..candidates import Candidates, load_candidates, teacher_similarity
 from ..targets import check_teacher_compatible
 from .config import RankingConfig
 from .data import Batcher, TokenizedBags, is_validation
@@ -134,7 +134,7 @@ class RankingData:
                 f"ranking.candidates_per_query={config.candidates_per_query} exceeds the {manifest['k']} candidates "
                 f"per query in {config.candidates}"
             )
-        self.similarity = teacher.get("similarity") or ("cosine" if teacher.get("normalize") else "dot")
+        self.similarity = teacher_similarity(teacher)
         held_out = np.array([is_validation(i, val_fraction) for i in self.candidates.query_ids], dtype=bool)
         self.train_queries = np.flatnonzero(~held_out)
         self.val_queries = np.flatnonzero(held_out)[: config.eval_queries]
