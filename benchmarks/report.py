@@ -284,7 +284,7 @@ def run_plugins(report: dict, args: argparse.Namespace, out: Path) -> None:
     """Benchmarks of installed plugins (``--plugin-benchmark``), through the plugin manager."""
     if not args.plugin_benchmark:
         return
-    from plugins.manager import get_plugin_manager
+    from bertapprox_hf.plugins import get_plugin_manager
 
     manager = get_plugin_manager()
     report["plugins"] = {}

@@ -5,6 +5,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from .configuration_bertapprox import BertApproxConfig
 from .inference import BatchingEncoder, Encoder
 from .modeling_bertapprox import BertApproxModel
+from .plugins.hookspecs import hookimpl
 from .tokenization_bertapprox import BertApproxTokenizer
 
 __version__ = "0.1.0"
@@ -18,4 +19,4 @@ AutoConfig.register(BertApproxConfig.model_type, BertApproxConfig, exist_ok=True
 AutoModel.register(BertApproxConfig, BertApproxModel, exist_ok=True)
 AutoTokenizer.register(BertApproxConfig, slow_tokenizer_class=BertApproxTokenizer, exist_ok=True)
 
-__all__ = ["BatchingEncoder", "BertApproxConfig", "BertApproxModel", "BertApproxTokenizer", "Encoder", "__version__"]
+__all__ = ["BatchingEncoder", "BertApproxConfig", "BertApproxModel", "BertApproxTokenizer", "Encoder", "__version__", "hookimpl"]

@@ -217,7 +217,7 @@ class Indexer(abc.ABC):
     :meth:`search_embeddings`; :meth:`build` and :meth:`search` are shared. Scores are inner
     products; with ``similarity="cosine"`` every vector (documents and queries) is L2-normalized
     first, so they are cosines. Register an indexer class with a plugin's ``bertapprox_indexers``
-    hook (see :mod:`plugins.hookspecs`).
+    hook (see :mod:`bertapprox_hf.plugins.hookspecs`).
     """
 
     #: the name users choose it by (``bertapprox index --indexer NAME``)

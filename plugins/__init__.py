@@ -1,5 +1,3 @@
-"""bertapprox plugins: pluggy hooks for indexers and benchmarks (see :mod:`plugins.hookspecs`)."""
-
-from .hookspecs import ENTRY_POINT_GROUP, PROJECT_NAME, hookimpl, hookspec
-
-__all__ = ["ENTRY_POINT_GROUP", "PROJECT_NAME", "hookimpl", "hookspec"]
+"""The plugins that ship with bertapprox-hf, declared in its ``bertapprox.plugins`` entry points: the Faiss and
+Pyserini indexers, the benchmarks, and the ``index``, ``search``, ``plugins`` and ``benchmark`` commands.
+The hooks they implement are specified in :mod:`bertapprox_hf.plugins.hookspecs`."""

@@ -6,7 +6,7 @@ made or loaded) and the benchmark registry (no heavy import), so listing plugins
 
 from __future__ import annotations
 
-from .hookspecs import hookimpl
+from bertapprox_hf import hookimpl
 
 
 class FaissPlugin:
@@ -46,4 +46,18 @@ class BenchmarksPlugin:
         return run(name, model, options)
 
 
-BUILTIN_PLUGINS = {"faiss": FaissPlugin, "pyserini": PyseriniPlugin, "bench": BenchmarksPlugin}
+class CommandsPlugin:
+    """``commands``: ``bertapprox index``, ``search``, ``plugins`` and ``benchmark`` (see :mod:`plugins.commands`)."""
+
+    @hookimpl
+    def bertapprox_add_commands(self, commands) -> None:
+        from .commands import add_commands
+
+        add_commands(commands)
+
+
+# The objects the entry points name (pyproject.toml, [project.entry-points."bertapprox.plugins"]).
+faiss = FaissPlugin()
+pyserini = PyseriniPlugin()
+bench = BenchmarksPlugin()
+commands = CommandsPlugin()

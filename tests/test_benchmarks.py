@@ -307,7 +307,7 @@ def test_shuffled_chunks_keep_each_chunk_in_order():
 
 
 def test_benchmarks_are_offered_by_the_builtin_plugin(student_dir, minilm_path, bench_cache, tmp_path):  # noqa: F811
-    from plugins.manager import PluginManager
+    from bertapprox_hf.plugins import PluginManager
 
     manager = PluginManager(entry_points=False)
     assert {"scifact", "dl19", "msmarco-dev", "stsb", "fidelity", "beir"} <= set(manager.benchmark_datasets())

@@ -13,11 +13,11 @@ import pytest
 
 pytest.importorskip("pluggy")
 
+from bertapprox_hf import hookimpl  # noqa: E402
+from bertapprox_hf.plugins import PluginManager  # noqa: E402
 from indexers.base import Indexer  # noqa: E402
 from indexers.faiss_indexer import FaissIndexer  # noqa: E402
 from indexers.pyserini_indexer import PyseriniIndexer  # noqa: E402
-from plugins.hookspecs import hookimpl  # noqa: E402
-from plugins.manager import PluginManager  # noqa: E402
 
 DIST = "bertapprox-test-plugin"
 GOOD, BROKEN = "bertapprox-test-demo", "bertapprox-test-broken"
@@ -48,7 +48,7 @@ import os
 import numpy as np
 
 from indexers.base import Indexer, SearchResults
-from plugins.hookspecs import hookimpl
+from bertapprox_hf import hookimpl
 
 CALLS = []
 

@@ -1,4 +1,9 @@
-"""The plugin manager: built-in plugins plus third-party ones from the ``bertapprox.plugins`` entry points.
+"""The plugin manager: every plugin declared in the ``bertapprox.plugins`` entry points.
+
+The built-in plugins (the Faiss and Pyserini indexers, the benchmarks, and the ``index``, ``search``,
+``plugins`` and ``benchmark`` commands) live in the outer ``plugins/`` package and are declared there by this
+distribution's own entry points, so the core never imports them; third-party packages declare theirs the
+same way.
 
 A plugin that fails (its import raises, its hooks do not fit the specifications, a hook raises or
 returns something unusable) is recorded in :attr:`PluginManager.failures` with its name and the
@@ -10,6 +15,7 @@ Set ``BERTAPPROX_DISABLE_PLUGINS=name1,name2`` to skip plugins by name.
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import importlib.util
 import logging
@@ -20,12 +26,12 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .builtin import BUILTIN_PLUGINS
 from .hookspecs import ENTRY_POINT_GROUP, PROJECT_NAME
 
 logger = logging.getLogger(__name__)
 
 INDEXER_METHODS = ("build", "add", "save", "load", "search")
+DISTRIBUTION = "bertapprox-hf"  # whose entry points are the built-in plugins
 
 
 @dataclass
@@ -61,6 +67,7 @@ class PluginManager:
     """bertapprox's plugins: indexers by name, benchmarks by name, and the failures."""
 
     def __init__(self, builtins: bool = True, entry_points: bool = True, disabled: list[str] | None = None) -> None:
+        """``builtins``: load the plugins this distribution declares; ``entry_points``: load those of others."""
         self.pm = pluggy.PluginManager(PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
         self.failures: list[PluginFailure] = []
@@ -69,11 +76,8 @@ class PluginManager:
             disabled = [n.strip() for n in os.environ.get("BERTAPPROX_DISABLE_PLUGINS", "").split(",") if n.strip()]
         for name in disabled:
             self.pm.set_blocked(name)
-        if builtins:
-            for name, plugin_class in BUILTIN_PLUGINS.items():
-                self._register(plugin_class(), name, "built-in")
-        if entry_points:
-            self.load_entry_points()
+        if builtins or entry_points:
+            self.load_entry_points(builtins=builtins, others=entry_points)
         self._indexers: dict[str, tuple[str, type]] | None = None
         self._benchmarks: dict[str, tuple[str, str]] | None = None
 
@@ -106,17 +110,29 @@ class PluginManager:
         name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
         return name if self._register(plugin, name, "registered in code") else None
 
-    def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> int:
+    def load_entry_points(self, group: str = ENTRY_POINT_GROUP, builtins: bool = True, others: bool = True) -> int:
         """Load the plugins the installed distributions declare in ``group``; returns how many loaded.
 
-        Each entry point goes through pluggy's ``load_setuptools_entrypoints`` on its own, so one
-        that fails to import is recorded and the others still load.
+        ``builtins`` / ``others``: those this distribution declares / those of other distributions (built-ins
+        load first, so they keep their names). Each entry point goes through pluggy's
+        ``load_setuptools_entrypoints`` on its own, so one that fails to import is recorded and the others
+        still load.
         """
+
+        def is_builtin(entry_point) -> bool:
+            dist = getattr(entry_point, "dist", None)
+            return dist is not None and dist.name == DISTRIBUTION
+
+        chosen = [ep for ep in importlib.metadata.entry_points(group=group) if (builtins if is_builtin(ep) else others)]
+        chosen.sort(key=lambda ep: not is_builtin(ep))
         loaded = 0
-        for entry_point in importlib.metadata.entry_points(group=group):
+        for entry_point in chosen:
             name = entry_point.name
             dist = getattr(entry_point, "dist", None)
-            source = entry_point.value + (f" ({dist.name} {dist.version})" if dist is not None else "")
+            if is_builtin(entry_point):
+                source = "built-in"
+            else:
+                source = entry_point.value + (f" ({dist.name} {dist.version})" if dist is not None else "")
             if self.pm.get_plugin(name) is not None or self.pm.is_blocked(name):
                 continue
             try:
@@ -150,6 +166,12 @@ class PluginManager:
                 yield impl.plugin_name, impl.function(**args)
             except Exception as error:
                 self._fail(impl.plugin_name, f"hook {hook_name}", error)
+
+    # --- commands ---------------------------------------------------------------------------------
+    def add_commands(self, commands: argparse._SubParsersAction) -> None:
+        """Let each plugin add its subcommands to the ``bertapprox`` parser; one that fails is recorded."""
+        for plugin, _ in self._each("bertapprox_add_commands", commands=commands):
+            logger.debug("bertapprox plugin %s added its commands", plugin)
 
     # --- indexers ---------------------------------------------------------------------------------
     def indexers(self) -> dict[str, type]:

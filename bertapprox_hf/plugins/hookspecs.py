@@ -9,7 +9,7 @@ of the hooks below. Third-party plugins are found through the entry-point group
 
 and in ``my_package/bertapprox_plugin.py``::
 
-    from plugins.hookspecs import hookimpl
+    from bertapprox_hf import hookimpl
     from indexers.base import Indexer
 
     class MyIndexer(Indexer): ...
@@ -33,6 +33,7 @@ and in ``my_package/bertapprox_plugin.py``::
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 import pluggy
@@ -42,6 +43,18 @@ ENTRY_POINT_GROUP = "bertapprox.plugins"
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def bertapprox_add_commands(commands: argparse._SubParsersAction) -> None:
+    """Add subcommands to the ``bertapprox`` command line, as ``pytest_addoption`` adds options.
+
+    ``commands`` is the top-level subparsers object: ``commands.add_parser("name", help=...)``. Each command's
+    parser (or each of its subcommands' parsers) sets ``set_defaults(handler=function)``, where
+    ``function(args) -> int`` runs it and returns the exit code. Import heavy modules inside the handler,
+    not here: every ``bertapprox`` call builds the whole parser. A name another plugin took first is an error
+    recorded against this plugin.
+    """
 
 
 @hookspec
