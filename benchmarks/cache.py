@@ -73,7 +73,7 @@ def cached_embeddings(
                 return np.ascontiguousarray(array, dtype=np.float32)
         except (OSError, ValueError) as error:
             logger.warning("ignoring an unreadable cache entry %s: %s", array_path, error)
-    from bertapprox_hf.jsonio import write_json_atomic
+    from bertapprox_hf.pipeline.jsonio import write_json_atomic
 
     array = np.ascontiguousarray(compute(), dtype=np.float32)
     if array.ndim != 2 or array.shape[0] != rows:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from bertapprox_hf.jsonio import iter_json_objects
+from bertapprox_hf.pipeline.jsonio import iter_json_objects
 
 DEFAULT_METRICS = ("spearman_passage", "spearman_query", "cosine_passage", "cosine_query")
 

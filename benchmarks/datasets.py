@@ -1,7 +1,7 @@
 """Retrieval datasets: BEIR folders (local or downloaded), TREC DL 2019, the MS MARCO dev set from tsv files.
 
 Every loader returns a :class:`RetrievalData`: documents (``title + " " + text`` when there is a title,
-as :mod:`bertapprox_hf.corpus` joins them), queries, graded qrels, the relevance threshold of its
+as :mod:`bertapprox_hf.pipeline.corpus` joins them), queries, graded qrels, the relevance threshold of its
 convention, and the corpus file (its size and SHA-256 key the teacher-embedding cache).
 """
 

@@ -38,7 +38,7 @@ BUCKET_ORDER = ("query", "sentence", "passage", "all")
 
 def training_data(model: str | None) -> dict:
     """The ``data`` section of a student's ``training.json`` (``{}`` when there is none)."""
-    from bertapprox_hf.jsonio import read_json
+    from bertapprox_hf.pipeline.jsonio import read_json
 
     path = os.path.join(model, "training.json") if model else ""
     if not path or not os.path.isfile(path):
@@ -58,7 +58,7 @@ def targets_folders(value: str | Sequence[str] | None) -> list[str]:
 def held_out_targets(folders: Sequence[str], val_fraction: float, max_texts: int) -> tuple[list[str], np.ndarray]:
     """``(texts, teacher embeddings)`` of the validation split of targets folders (at most ``max_texts``, spread
     evenly over it), in corpus order."""
-    from bertapprox_hf.targets import load_targets, targets_columns
+    from bertapprox_hf.pipeline.targets import load_targets, targets_columns
     from bertapprox_hf.training.data import is_validation
 
     dataset = load_targets(list(folders))
@@ -74,8 +74,8 @@ def held_out_targets(folders: Sequence[str], val_fraction: float, max_texts: int
 
 
 def read_texts(files: Sequence[str], max_texts: int) -> list[str]:
-    """Up to ``max_texts`` distinct texts, taken evenly from each jsonl file (:mod:`bertapprox_hf.corpus`)."""
-    from bertapprox_hf.corpus import iter_texts
+    """Up to ``max_texts`` distinct texts, taken evenly from each jsonl file (:mod:`bertapprox_hf.pipeline.corpus`)."""
+    from bertapprox_hf.pipeline.corpus import iter_texts
 
     per_file = max(1, max_texts // len(files))
     texts: dict[str, None] = {}

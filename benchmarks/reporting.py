@@ -27,7 +27,7 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def write_results(out: str | os.PathLike, name: str, results: dict) -> str:
     """Write ``results`` to ``out/name.json`` (atomically); returns the path."""
-    from bertapprox_hf.jsonio import write_json_atomic
+    from bertapprox_hf.pipeline.jsonio import write_json_atomic
 
     os.makedirs(out, exist_ok=True)
     path = os.path.join(os.fspath(out), f"{name}.json")

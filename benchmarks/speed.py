@@ -92,7 +92,7 @@ class System:
 
 def load_teacher(sources: dict[str, str], device: str) -> TextEncoder:
     """The transformers teacher (its own tokenizer, batches formed by length, as in training)."""
-    from bertapprox_hf.teacher import Teacher
+    from bertapprox_hf.pipeline.teacher import Teacher
 
     return Teacher.from_pretrained(sources["teacher"], device=device)
 
@@ -156,7 +156,7 @@ def _distinct(texts: Iterator[str]) -> Iterator[str]:
 
 def read_texts(path: str, limit: int, what: str) -> list[str]:
     """The first ``limit`` distinct non-blank texts of a jsonl corpus; a clear error when there are none."""
-    from bertapprox_hf.corpus import iter_texts
+    from bertapprox_hf.pipeline.corpus import iter_texts
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what} file not found: {path}")
@@ -374,7 +374,7 @@ def memory_probe(request: dict) -> dict:
     import torch
 
     import bertapprox_hf.inference  # noqa: F401  (the same libraries in every probe, imported before the baseline)
-    import bertapprox_hf.teacher  # noqa: F401
+    import bertapprox_hf.pipeline.teacher  # noqa: F401
 
     try:
         import model2vec  # noqa: F401
@@ -804,8 +804,8 @@ def resolve_sources(args: argparse.Namespace, scratch: str) -> dict[str, str]:
     if args.model:
         sources["model"] = args.model
     else:
-        from bertapprox_hf.student import create_student
-        from bertapprox_hf.vocabulary import Vocabulary
+        from bertapprox_hf.pipeline.vocabulary import Vocabulary
+        from bertapprox_hf.training.student import create_student
 
         sources["model"] = os.path.join(scratch, "untrained-student")
         create_student(Vocabulary.load(args.vocab)).save_pretrained(sources["model"])

@@ -43,7 +43,7 @@ MODEL2VEC_PCA_DIMS = 256
 
 def read_student_teacher(model: str) -> str | None:
     """The teacher a student folder records (``config.json`` ``teacher``), or None."""
-    from bertapprox_hf.jsonio import read_json
+    from bertapprox_hf.pipeline.jsonio import read_json
 
     config = os.path.join(model, "config.json")
     return read_json(config, "model config").get("teacher") if os.path.isfile(config) else None
@@ -115,7 +115,7 @@ class Systems:
     # --- encoders -----------------------------------------------------------------------------------
     @cached_property
     def teacher(self):
-        from bertapprox_hf.teacher import Teacher
+        from bertapprox_hf.pipeline.teacher import Teacher
 
         return Teacher.from_pretrained(self.teacher_path, device=self.device)
 
@@ -160,7 +160,7 @@ class Systems:
 
     @cached_property
     def teacher_similarity(self) -> str:
-        from bertapprox_hf.teacher import read_pooling_spec
+        from bertapprox_hf.pipeline.teacher import read_pooling_spec
 
         return read_pooling_spec(self.teacher_path).similarity
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bertapprox_hf.precision import PRECISIONS
+from bertapprox_hf.pipeline.precision import PRECISIONS
 
 from .reporting import markdown_table, number, write_results
 
@@ -29,7 +29,7 @@ HEADER = ("texts", "precision", "count", "texts/s", "speed-up", "cosine mean", "
 
 def read_texts(path: str, max_texts: int) -> list[str]:
     """The first ``max_texts`` texts of a corpus file (titles joined as the corpus reader does)."""
-    from bertapprox_hf.corpus import iter_records
+    from bertapprox_hf.pipeline.corpus import iter_records
 
     texts = [record["text"] for record in iter_records(path, max_records=max_texts)]
     if not texts:
@@ -61,7 +61,7 @@ def measure(
     teacher_path: str, text_sets: dict[str, list[str]], precisions: Sequence[str], batch_size: int, device: str
 ) -> list[dict]:
     """One row per text set and precision; float32 (``no``) is always measured first, as the reference."""
-    from bertapprox_hf.teacher import Teacher
+    from bertapprox_hf.pipeline.teacher import Teacher
 
     teachers = {
         precision: Teacher.from_pretrained(teacher_path, device=device, mixed_precision=precision)

@@ -19,4 +19,12 @@ AutoConfig.register(BertApproxConfig.model_type, BertApproxConfig, exist_ok=True
 AutoModel.register(BertApproxConfig, BertApproxModel, exist_ok=True)
 AutoTokenizer.register(BertApproxConfig, slow_tokenizer_class=BertApproxTokenizer, exist_ok=True)
 
-__all__ = ["BatchingEncoder", "BertApproxConfig", "BertApproxModel", "BertApproxTokenizer", "Encoder", "__version__", "hookimpl"]
+__all__ = [
+    "BatchingEncoder",
+    "BertApproxConfig",
+    "BertApproxModel",
+    "BertApproxTokenizer",
+    "Encoder",
+    "__version__",
+    "hookimpl",
+]

@@ -1,6 +1,6 @@
 """Model card templates (Hugging Face model card format), shipped as package data.
 
-``MODEL_CARD`` is the template :func:`bertapprox_hf.model_card.render_model_card` fills.
+``MODEL_CARD`` is the template :func:`bertapprox_hf.hub.model_card.render_model_card` fills.
 """
 
 from pathlib import Path

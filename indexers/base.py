@@ -9,10 +9,10 @@ inner product (cosine when the encoder's similarity is cosine: both sides are L2
     results = index.search(["what is the interest rate"], k=10, query_encoder=encoder)
     results.ids[0], results.scores[0]      # best first
 
-``build`` streams the corpus (anything :func:`bertapprox_hf.corpus.iter_records` reads: jsonl
+``build`` streams the corpus (anything :func:`bertapprox_hf.pipeline.corpus.iter_records` reads: jsonl
 files, folders of them, ``datasets`` datasets, lists of strings) through any document encoder with
 ``encode(texts, batch_size) -> np.ndarray`` (a student :class:`~bertapprox_hf.inference.Encoder`,
-or the :class:`~bertapprox_hf.teacher.Teacher` for asymmetric retrieval: teacher documents,
+or the :class:`~bertapprox_hf.pipeline.teacher.Teacher` for asymmetric retrieval: teacher documents,
 student queries, one embedding space).
 """
 
@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from bertapprox_hf.jsonio import read_json, write_json_atomic
+from bertapprox_hf.pipeline.jsonio import read_json, write_json_atomic
 
 META_NAME = "meta.json"
 
@@ -179,7 +179,7 @@ def encode_batches(
     """``(ids, embeddings)`` batches of a corpus, encoded ``batch_size`` records at a time."""
     from tqdm.auto import tqdm
 
-    from bertapprox_hf.corpus import iter_records
+    from bertapprox_hf.pipeline.corpus import iter_records
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
@@ -257,7 +257,7 @@ class Indexer(abc.ABC):
         """Encode a corpus with ``document_encoder`` batch by batch and index it.
 
         Args:
-            corpus: anything :func:`bertapprox_hf.corpus.iter_records` reads.
+            corpus: anything :func:`bertapprox_hf.pipeline.corpus.iter_records` reads.
             document_encoder: an object with ``encode(texts, batch_size) -> np.ndarray``.
             similarity: ``"cosine"`` or ``"dot"``; default: the encoder's own.
             options: passed to :meth:`create` (e.g. the Faiss ``factory`` string).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from bertapprox_hf.jsonio import read_json
+from bertapprox_hf.pipeline.jsonio import read_json
 
 
 def is_student_folder(path: str | os.PathLike) -> bool:
@@ -16,7 +16,7 @@ def is_student_folder(path: str | os.PathLike) -> bool:
     path = os.fspath(path)
     config = os.path.join(path, "config.json")
     if not os.path.isdir(path):
-        from bertapprox_hf.teacher import looks_like_path
+        from bertapprox_hf.pipeline.teacher import looks_like_path
 
         if looks_like_path(path):
             return False
@@ -35,12 +35,12 @@ def load_encoder(
     path: str | os.PathLike, device: str | None = None, dtype: str = "float32", cache_size: int = 10000
 ) -> Any:
     """The fast :class:`~bertapprox_hf.inference.Encoder` of a student folder, else a
-    :class:`~bertapprox_hf.teacher.Teacher` (a sentence-transformers folder or Hub id)."""
+    :class:`~bertapprox_hf.pipeline.teacher.Teacher` (a sentence-transformers folder or Hub id)."""
     path = os.fspath(path)
     if is_student_folder(path):
         from bertapprox_hf.inference import Encoder
 
         return Encoder.from_pretrained(path, device=device, dtype=dtype, cache_size=cache_size)
-    from bertapprox_hf.teacher import Teacher
+    from bertapprox_hf.pipeline.teacher import Teacher
 
     return Teacher.from_pretrained(path, device=device)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from bertapprox_hf.jsonio import read_json, write_json_atomic
+from bertapprox_hf.pipeline.jsonio import read_json, write_json_atomic
 
 from .base import META_NAME, Indexer, SearchResults, as_matrix, l2_normalize, read_meta
 

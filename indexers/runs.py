@@ -6,7 +6,7 @@ import json
 import os
 from collections.abc import Sequence
 
-from bertapprox_hf.jsonio import iter_json_objects
+from bertapprox_hf.pipeline.jsonio import iter_json_objects
 
 from .base import SearchResults, _query_names
 

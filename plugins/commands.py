@@ -72,7 +72,7 @@ def _plugins_list(args) -> int:
 
 
 def _index(args) -> int:
-    from bertapprox_hf.corpus import expand_paths
+    from bertapprox_hf.pipeline.corpus import expand_paths
     from indexers.base import describe_encoder, encoder_dim
     from indexers.encoders import load_encoder
 

@@ -66,7 +66,7 @@ def minilm_path() -> str:
 
 @pytest.fixture(scope="session")
 def minilm(minilm_path):
-    from bertapprox_hf.teacher import Teacher
+    from bertapprox_hf.pipeline.teacher import Teacher
 
     return Teacher.from_pretrained(minilm_path, device="cpu")
 
@@ -129,7 +129,7 @@ def tiny_teacher_path(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_teacher(tiny_teacher_path):
-    from bertapprox_hf.teacher import Teacher
+    from bertapprox_hf.pipeline.teacher import Teacher
 
     return Teacher.from_pretrained(tiny_teacher_path, device="cpu")
 
@@ -144,7 +144,7 @@ def train_sample_files(shared_data) -> list[str]:
 @pytest.fixture(scope="session")
 def minilm_vocab(minilm, train_sample_files, tmp_path_factory):
     """A small real vocabulary: MiniLM teacher, 1,500 texts from each of four training sources."""
-    from bertapprox_hf.vocab_builder import VocabularyConfig, build_vocabulary
+    from bertapprox_hf.pipeline.vocab_builder import VocabularyConfig, build_vocabulary
 
     config = VocabularyConfig(min_count=3, max_words=400, max_ngrams=300, max_skipgrams=100, dtype="float32")
     return build_vocabulary(
@@ -160,7 +160,7 @@ def minilm_vocab(minilm, train_sample_files, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_vocab(tiny_teacher, train_sample_files):
     """A vocabulary of the tiny random teacher over a few hundred real texts."""
-    from bertapprox_hf.vocab_builder import VocabularyConfig, build_vocabulary
+    from bertapprox_hf.pipeline.vocab_builder import VocabularyConfig, build_vocabulary
 
     config = VocabularyConfig(min_count=2, max_words=200, max_ngrams=50, max_skipgrams=20, dtype="float32")
     return build_vocabulary(train_sample_files, tiny_teacher, config, show_progress_bar=False, max_per_source=150)
@@ -168,7 +168,7 @@ def tiny_vocab(tiny_teacher, train_sample_files):
 
 def trained_student(vocabulary, noise: float = 0.05, **config):
     """A small student whose trainable weights are off their identity init, as after training."""
-    from bertapprox_hf.student import create_student
+    from bertapprox_hf.training.student import create_student
 
     torch.manual_seed(0)  # before creating it too: the initial weights are drawn from the global generator
     model = create_student(vocabulary, **{"num_heads": 4, "intermediate_size": 48, **config})

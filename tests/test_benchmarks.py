@@ -188,7 +188,7 @@ def test_beir_on_a_scifact_slice(common, shared_data, tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "scifact.bm25.trec").is_file()
 
     # a rerun reads the teacher's document embeddings from the cache
-    from bertapprox_hf.teacher import Teacher
+    from bertapprox_hf.pipeline.teacher import Teacher
 
     sizes = []
     original = Teacher.encode
@@ -255,7 +255,7 @@ def test_fidelity_from_texts(common, shared_data, tmp_path):
 
 
 def test_fidelity_from_a_targets_folder(common, minilm, tmp_path):
-    from bertapprox_hf.targets import build_targets
+    from bertapprox_hf.pipeline.targets import build_targets
 
     texts = [f"text number {i} about the bank rate and the oil price" for i in range(60)]
     build_targets(texts, minilm, str(tmp_path / "targets"), shard_size=32, show_progress_bar=False)
@@ -272,7 +272,7 @@ def test_fidelity_from_a_targets_folder(common, minilm, tmp_path):
 
 
 def test_fidelity_word_order_reference(common, minilm, tmp_path):
-    from bertapprox_hf.targets import build_targets
+    from bertapprox_hf.pipeline.targets import build_targets
 
     texts = [f"the {w} rate rose while oil prices fell in {p} markets" for w in ("bank", "tax", "growth")
              for p in ("asian", "european", "american", "african", "local")]  # fmt: skip

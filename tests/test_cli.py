@@ -7,7 +7,7 @@ import shutil
 import subprocess
 
 from bertapprox_hf.cli import main
-from bertapprox_hf.vocabulary import Vocabulary
+from bertapprox_hf.pipeline.vocabulary import Vocabulary
 
 
 def test_entry_point_is_installed():

@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from bertapprox_hf.cli import main
-from bertapprox_hf.contextual import TokenStateSums, accumulate_token_states, contextualize, smoothed_table
-from bertapprox_hf.student import create_student
-from bertapprox_hf.targets import build_targets, load_targets, targets_columns
+from bertapprox_hf.pipeline.contextual import TokenStateSums, accumulate_token_states, contextualize, smoothed_table
+from bertapprox_hf.pipeline.targets import build_targets, load_targets, targets_columns
+from bertapprox_hf.pipeline.vocabulary import Vocabulary
 from bertapprox_hf.training.data import is_training
-from bertapprox_hf.vocabulary import Vocabulary
+from bertapprox_hf.training.student import create_student
 
 from .conftest import read_texts, trained_student
 
@@ -176,7 +176,7 @@ def test_the_corpus_gives_the_same_table_as_its_targets(
 def test_training_refuses_a_table_that_read_its_validation_texts(
     tiny_teacher, tiny_vocab, train_sample_files, tmp_path
 ):
-    from bertapprox_hf.contextual import check_table_split
+    from bertapprox_hf.pipeline.contextual import check_table_split
     from bertapprox_hf.training import Trainer, load_config
 
     record = {"kind": "contextual+isolated", "val_fraction": 0.02}

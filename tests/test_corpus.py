@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bertapprox_hf.corpus import iter_records, iter_texts
+from bertapprox_hf.pipeline.corpus import iter_records, iter_texts
 
 
 def test_beir_corpus_records_join_title_and_text(shared_data):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bertapprox_hf.corpus import iter_records
-from bertapprox_hf.crops import CROP_MARK, crop_records, is_crop, source_id
+from bertapprox_hf.pipeline.corpus import iter_records
+from bertapprox_hf.pipeline.crops import CROP_MARK, crop_records, is_crop, source_id
 from bertapprox_hf.training.data import is_training, is_validation
 
 from .conftest import read_texts

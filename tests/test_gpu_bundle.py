@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load, load_file
 
-from bertapprox_hf.teacher import Teacher
+from bertapprox_hf.pipeline.teacher import Teacher
 
 from .conftest import REPO, load_script, make_tiny_teacher_folder
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from bertapprox_hf.cli import main
-from bertapprox_hf.model_card import render_model_card, write_model_card
+from bertapprox_hf.hub.model_card import render_model_card, write_model_card
 
 from .conftest import offline_hub_cache, trained_student
 
@@ -282,7 +282,7 @@ def test_push_bad_input_gives_clear_errors(student, tmp_path, capsys, monkeypatc
 
 
 def test_card_names_further_pooling_rounds_and_context_blocks():
-    from bertapprox_hf.model_card.sections import render_details
+    from bertapprox_hf.hub.model_card.sections import render_details
 
     config = {"num_heads": 8, "entry_bias": True, "pooling_rounds": 1}
     assert "rounds" not in render_details({"config": config, "parameters": {}, "report": {}})
@@ -295,7 +295,7 @@ def test_card_names_further_pooling_rounds_and_context_blocks():
 
 
 def test_card_says_what_the_entry_table_holds():
-    from bertapprox_hf.model_card.sections import render_details
+    from bertapprox_hf.hub.model_card.sections import render_details
 
     config = {"vocab_size": 100, "embedding_dim": 768, "num_heads": 8}
     plain = render_details({"config": config, "parameters": {}, "report": {}})

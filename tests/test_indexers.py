@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from bertapprox_hf.inference import Encoder
-from bertapprox_hf.student import create_student
+from bertapprox_hf.training.student import create_student
 from indexers.base import DimensionMismatchError, SearchResults
 from indexers.encoders import is_student_folder
 from indexers.faiss_indexer import FaissIndexer

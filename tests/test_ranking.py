@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from bertapprox_hf.candidates import MiningConfig, build_candidates, load_candidates, shard_path
-from bertapprox_hf.targets import build_targets, load_targets, targets_columns
+from bertapprox_hf.pipeline.candidates import MiningConfig, build_candidates, load_candidates, shard_path
+from bertapprox_hf.pipeline.targets import build_targets, load_targets, targets_columns
 from bertapprox_hf.training import Trainer
 from bertapprox_hf.training.config import ConfigError, RankingConfig
 from bertapprox_hf.training.ranking import ranking_loss, ranking_view
@@ -62,7 +62,7 @@ def test_mining_resumes_after_an_interruption_with_the_same_candidates(inputs, c
 
 @pytest.fixture(scope="module")
 def other_targets(train_sample_files, tmp_path_factory) -> str:
-    from bertapprox_hf.teacher import Teacher
+    from bertapprox_hf.pipeline.teacher import Teacher
 
     root = tmp_path_factory.mktemp("other-teacher")
     teacher = Teacher.from_pretrained(str(make_tiny_teacher_folder(root / "another-teacher", seed=1)), device="cpu")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bertapprox_hf.cli import main
-from bertapprox_hf.stripped import restore_student, strip_student
+from bertapprox_hf.hub.stripped import restore_student, strip_student
 
 from .conftest import trained_student
 
@@ -46,7 +46,7 @@ def test_strip_then_restore_gives_the_same_student(saved, dtype, capsys):
 
 
 def test_restore_accepts_the_same_entries_in_another_order(saved, tiny_vocab):
-    from bertapprox_hf.vocabulary import Vocabulary
+    from bertapprox_hf.pipeline.vocabulary import Vocabulary
 
     strip_student(str(saved / "student"), str(saved / "moved"), "float32")
     stats = tiny_vocab.metadata["stats"]  # the words shuffled among themselves: each kind keeps its id range
@@ -61,7 +61,7 @@ def test_restore_accepts_the_same_entries_in_another_order(saved, tiny_vocab):
 
 
 def test_restore_refuses_another_vocabulary_and_a_failed_check(saved, tiny_vocab, capsys):
-    from bertapprox_hf.vocabulary import Vocabulary
+    from bertapprox_hf.pipeline.vocabulary import Vocabulary
 
     strip_student(str(saved / "student"), str(saved / "moved"), "float32")
     fewer = Vocabulary(tiny_vocab.entries[:-5], tiny_vocab.embeddings[:-5], tiny_vocab.counts[:-5], tiny_vocab.metadata)
@@ -88,8 +88,8 @@ def test_the_shipped_student_is_whole_but_for_its_entry_table():
     from safetensors.torch import load_file
 
     from bertapprox_hf.configuration_bertapprox import BertApproxConfig
+    from bertapprox_hf.hub.stripped import entries_digest
     from bertapprox_hf.modeling_bertapprox import BertApproxModel
-    from bertapprox_hf.stripped import entries_digest
     from bertapprox_hf.tokenization_bertapprox import load_entries
 
     settings = json.loads((SHIPPED / "config.json").read_text())

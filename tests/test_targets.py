@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from bertapprox_hf.cli import main
-from bertapprox_hf.corpus import iter_records
-from bertapprox_hf.crops import CROP_MARK, source_id
-from bertapprox_hf.targets import (
+from bertapprox_hf.pipeline.corpus import iter_records
+from bertapprox_hf.pipeline.crops import CROP_MARK, source_id
+from bertapprox_hf.pipeline.targets import (
     build_targets,
     check_teacher_compatible,
     finalize_targets,
@@ -24,7 +24,7 @@ from bertapprox_hf.targets import (
     read_manifest,
     targets_columns,
 )
-from bertapprox_hf.teacher import Teacher
+from bertapprox_hf.pipeline.teacher import Teacher
 
 from .conftest import REPO, make_tiny_teacher_folder
 

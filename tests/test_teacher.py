@@ -7,8 +7,8 @@ import pytest
 import torch
 from transformers import DistilBertConfig, DistilBertModel
 
-from bertapprox_hf.precision import resolve_mixed_precision
-from bertapprox_hf.teacher import PoolingSpec, Teacher, read_pooling_spec
+from bertapprox_hf.pipeline.precision import resolve_mixed_precision
+from bertapprox_hf.pipeline.teacher import PoolingSpec, Teacher, read_pooling_spec
 
 from .conftest import TRAIN, make_tiny_teacher_folder, read_texts
 

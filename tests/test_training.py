@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from bertapprox_hf.crops import is_crop
-from bertapprox_hf.targets import build_targets
+from bertapprox_hf.pipeline.crops import is_crop
+from bertapprox_hf.pipeline.targets import build_targets
+from bertapprox_hf.pipeline.vocabulary import Vocabulary
 from bertapprox_hf.training import Trainer, load_config
 from bertapprox_hf.training.config import ConfigError
 from bertapprox_hf.training.data import is_training, records_containing
-from bertapprox_hf.vocabulary import Vocabulary
 
 from .conftest import REPO, TRAIN, read_texts
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from bertapprox_hf import vocab_builder
+from bertapprox_hf.pipeline.vocab_builder import NgramCounter, VocabularyConfig, embed_entries, npmi
+from bertapprox_hf.pipeline.vocabulary import Vocabulary
 from bertapprox_hf.tokenization_bertapprox import SKIP_MARKER
-from bertapprox_hf.vocab_builder import NgramCounter, VocabularyConfig, embed_entries, npmi
-from bertapprox_hf.vocabulary import Vocabulary
 
 
 def test_entries_of_all_kinds_are_present(minilm_vocab):
@@ -128,14 +128,14 @@ def test_embedding_resumes_from_finished_chunks(tiny_teacher, tmp_path, monkeypa
 
 
 def test_empty_corpus_is_refused(tiny_teacher):
-    from bertapprox_hf.vocab_builder import build_vocabulary
+    from bertapprox_hf.pipeline.vocab_builder import build_vocabulary
 
     with pytest.raises(ValueError, match="no words"):
         build_vocabulary(["", "   "], tiny_teacher, show_progress_bar=False)
 
 
 def test_student_made_from_a_real_vocabulary_encodes_text(minilm_vocab, minilm):
-    from bertapprox_hf.student import create_student
+    from bertapprox_hf.training.student import create_student
 
     model = create_student(minilm_vocab)
     assert model.config.normalize and model.config.similarity == "cosine"

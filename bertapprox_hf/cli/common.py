@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 def add_mixed_precision(parser) -> None:
     """The teacher's ``--mixed-precision`` (its forward pass under autocast)."""
-    from ..precision import PRECISIONS
+    from ..pipeline.precision import PRECISIONS
 
     parser.add_argument(
         "--mixed-precision",

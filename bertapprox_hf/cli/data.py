@@ -9,7 +9,7 @@ import logging
 import os
 from dataclasses import fields
 
-from ..vocab_builder import VocabularyConfig
+from ..pipeline.vocab_builder import VocabularyConfig
 from .common import add_mixed_precision, build_on_every_process, distributed_state
 
 
@@ -34,9 +34,9 @@ def _add_vocab_build(sub) -> None:
 
 
 def _vocab_build(args) -> int:
-    from ..corpus import expand_paths
-    from ..teacher import DEFAULT_TEACHER, Teacher
-    from ..vocab_builder import build_vocabulary
+    from ..pipeline.corpus import expand_paths
+    from ..pipeline.teacher import DEFAULT_TEACHER, Teacher
+    from ..pipeline.vocab_builder import build_vocabulary
 
     config = VocabularyConfig(**{f.name: getattr(args, f.name) for f in fields(VocabularyConfig)})
     expand_paths(args.corpus)  # fail on a missing corpus before loading the teacher
@@ -61,7 +61,7 @@ def _add_vocab_contextualize(sub) -> None:
     parser = sub.add_parser(
         "contextualize",
         help="a copy of a vocabulary whose table holds the teacher's token states of each entry inside the "
-        "training texts of a targets folder or corpus (bertapprox_hf.contextual)",
+        "training texts of a targets folder or corpus (bertapprox_hf.pipeline.contextual)",
     )
     parser.add_argument("--vocab", required=True, help="vocabulary folder")
     texts = parser.add_mutually_exclusive_group(required=True)
@@ -90,11 +90,11 @@ def _add_vocab_contextualize(sub) -> None:
 def _vocab_contextualize(args) -> int:
     import numpy as np
 
-    from ..contextual import contextualize
-    from ..targets import load_targets, targets_columns
-    from ..teacher import Teacher
+    from ..pipeline.contextual import contextualize
+    from ..pipeline.targets import load_targets, targets_columns
+    from ..pipeline.teacher import Teacher
+    from ..pipeline.vocabulary import Vocabulary
     from ..training.data import is_training
-    from ..vocabulary import Vocabulary
 
     if not 0 <= args.val_fraction < 1:
         raise ValueError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
@@ -102,7 +102,7 @@ def _vocab_contextualize(args) -> int:
     if args.targets:
         ids, texts, _ = targets_columns(load_targets(args.targets))
     else:
-        from ..corpus import iter_records
+        from ..pipeline.corpus import iter_records
 
         records = list(iter_records(args.corpus, max_per_source=args.max_per_source))
         ids, texts = [r["id"] for r in records], [r["text"] for r in records]
@@ -134,7 +134,7 @@ def _vocab_contextualize(args) -> int:
 
 
 def _vocab_info(args) -> int:
-    from ..vocabulary import Vocabulary
+    from ..pipeline.vocabulary import Vocabulary
 
     vocabulary = Vocabulary.load(args.folder)
     info = {k: v for k, v in vocabulary.metadata.items()}
@@ -180,9 +180,9 @@ def _add_targets_build(sub) -> None:
 
 
 def _targets_build(args) -> int:
-    from ..corpus import expand_paths
-    from ..targets import build_targets, finalize_targets
-    from ..teacher import DEFAULT_TEACHER, Teacher
+    from ..pipeline.corpus import expand_paths
+    from ..pipeline.targets import build_targets, finalize_targets
+    from ..pipeline.teacher import DEFAULT_TEACHER, Teacher
 
     expand_paths(args.corpus)  # fail on a missing corpus before loading the teacher
     state = distributed_state(args.device)
@@ -230,14 +230,14 @@ def _targets_build(args) -> int:
 
 
 def _targets_info(args) -> int:
-    from ..targets import read_manifest
+    from ..pipeline.targets import read_manifest
 
     print(json.dumps(read_manifest(args.folder), indent=1, default=str))
     return 0
 
 
 def _add_candidates_build(sub) -> None:
-    from ..candidates import MiningConfig
+    from ..pipeline.candidates import MiningConfig
 
     defaults = MiningConfig()
     parser = sub.add_parser(
@@ -263,7 +263,7 @@ def _add_candidates_build(sub) -> None:
 
 
 def _candidates_build(args) -> int:
-    from ..candidates import MiningConfig, build_candidates, finalize_candidates
+    from ..pipeline.candidates import MiningConfig, build_candidates, finalize_candidates
 
     config = MiningConfig(
         k=args.k, query_max_words=args.query_max_words, doc_min_words=args.doc_min_words,

@@ -64,7 +64,7 @@ def _export(args) -> int:
 def _push(args) -> int:
     import tempfile
 
-    from ..hub import check_repo_id, push_folder, write_hub_folder
+    from ..hub.folder import check_repo_id, push_folder, write_hub_folder
 
     check_repo_id(args.repo_id)
     if not os.path.isdir(args.model):

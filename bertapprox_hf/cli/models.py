@@ -27,14 +27,14 @@ def _add_model_strip_restore(sub) -> None:
 
 
 def _model_strip(args) -> int:
-    from ..stripped import strip_student
+    from ..hub.stripped import strip_student
 
     print(json.dumps(strip_student(args.folder, args.out, args.dtype)))
     return 0
 
 
 def _model_restore(args) -> int:
-    from ..stripped import restore_student
+    from ..hub.stripped import restore_student
 
     print(json.dumps(restore_student(args.folder, args.vocab, args.out)))
     return 0
@@ -57,8 +57,8 @@ def _add_model_init(sub) -> None:
 
 
 def _model_init(args) -> int:
-    from ..student import create_student
-    from ..vocabulary import Vocabulary
+    from ..pipeline.vocabulary import Vocabulary
+    from ..training.student import create_student
 
     overrides = {
         key: getattr(args, key)

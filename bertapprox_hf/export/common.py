@@ -8,8 +8,8 @@ from string import Template
 
 import torch
 
-from ..jsonio import read_json, write_json_atomic
 from ..modeling_bertapprox import BertApproxModel
+from ..pipeline.jsonio import read_json, write_json_atomic
 from .graph import INPUT_NAMES, OUTPUT_NAME
 
 REPORT_FILE = "export.json"

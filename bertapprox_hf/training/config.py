@@ -14,7 +14,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..precision import PRECISIONS
+from ..pipeline.precision import PRECISIONS
 
 
 @dataclass

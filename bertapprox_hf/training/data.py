@@ -17,8 +17,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from ..crops import is_crop, source_id
-from ..targets import load_targets, targets_columns
+from ..pipeline.crops import is_crop, source_id
+from ..pipeline.targets import load_targets, targets_columns
 from ..tokenization_bertapprox import BertApproxTokenizer, pad_bag_arrays
 from .config import DataConfig
 

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..candidates import Candidates, load_candidates, teacher_similarity
-from ..targets import check_teacher_compatible
+from ..pipeline.candidates import Candidates, load_candidates, teacher_similarity
+from ..pipeline.targets import check_teacher_compatible
 from .config import RankingConfig
 from .data import Batcher, TokenizedBags, is_validation
 

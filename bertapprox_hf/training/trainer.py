@@ -23,18 +23,18 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..contextual import check_table_split
-from ..jsonio import write_json_atomic
-from ..precision import resolve_mixed_precision
-from ..student import create_student, load_student_to_train, teacher_dim
-from ..targets import check_teacher_compatible, read_manifest
-from ..vocabulary import Vocabulary
+from ..pipeline.contextual import check_table_split
+from ..pipeline.jsonio import write_json_atomic
+from ..pipeline.precision import resolve_mixed_precision
+from ..pipeline.targets import check_teacher_compatible, read_manifest
+from ..pipeline.vocabulary import Vocabulary
 from .averaging import AVERAGE_FILE, WeightAverage
 from .config import OptimConfig, TrainConfig, to_dict
 from .data import Batcher, StreamingTargetData, TargetData
 from .losses import distillation_loss
 from .metrics import fidelity
 from .ranking import RankingData, RankingValidation, ranking_loss, stack_inputs
+from .student import create_student, load_student_to_train, teacher_dim
 
 LATEST = "latest"
 

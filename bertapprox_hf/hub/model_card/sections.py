@@ -63,7 +63,7 @@ def _student_speedup(results: dict | None) -> str | None:
 
 
 def table_origin(sources: dict) -> str:
-    """What the entry table's rows are, from the vocabulary record (``bertapprox_hf.contextual`` tables)."""
+    """What the entry table's rows are, from the vocabulary record (``bertapprox_hf.pipeline.contextual`` tables)."""
     table = (sources.get("vocabulary") or {}).get("table") or {}
     texts = f"{number(table['texts'])} training texts" if is_number(table.get("texts")) else "training texts"
     contextual = f"the mean of the teacher's states of its tokens in {texts}"

@@ -13,9 +13,9 @@ from __future__ import annotations
 import os
 import shutil
 
-from .export.common import scrub_tokenizer_config
+from ..export.common import scrub_tokenizer_config
+from ..modeling_bertapprox import BertApproxModel
 from .model_card import load_json_source, teacher_hub_id, write_model_card
-from .modeling_bertapprox import BertApproxModel
 
 COPIED = ("training.json",)
 
@@ -84,7 +84,7 @@ def write_hub_folder(
         if os.path.isfile(os.path.join(model_dir, name)):
             shutil.copy2(os.path.join(model_dir, name), os.path.join(out_dir, name))
     if results is not None:
-        from .jsonio import write_json_atomic
+        from ..pipeline.jsonio import write_json_atomic
 
         write_json_atomic(os.path.join(out_dir, "results.json"), results)
     write_model_card(

@@ -243,7 +243,7 @@ def build_targets(
     """Encode ``corpus`` with ``teacher`` into parquet shards in ``out_dir`` (resumable; see the module docstring).
 
     Args:
-        corpus: anything :func:`~bertapprox_hf.corpus.iter_records` reads; ``corpus_options`` (``max_per_source``,
+        corpus: anything :func:`~.corpus.iter_records` reads; ``corpus_options`` (``max_per_source``,
             ``max_records``, ``text_field``, ...) are passed to it.
         shard_size: records a shard.
         batch_size: teacher batch size.

@@ -36,10 +36,10 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 from tqdm.auto import tqdm
 
+from ..text_normalization import split_words
+from ..tokenization_bertapprox import PIECE_PREFIX, SKIP_MARKER
 from .corpus import iter_texts
 from .teacher import Teacher
-from .text_normalization import split_words
-from .tokenization_bertapprox import PIECE_PREFIX, SKIP_MARKER
 from .vocabulary import PAD_TOKEN, Vocabulary
 
 STOPWORDS = frozenset(
@@ -235,7 +235,7 @@ def build_vocabulary(
     """Mine, select and embed a vocabulary (see the module docstring for each step).
 
     Args:
-        corpus: anything :func:`bertapprox_hf.corpus.iter_texts` reads (jsonl paths, a dataset, strings).
+        corpus: anything :func:`bertapprox_hf.pipeline.corpus.iter_texts` reads (jsonl paths, a dataset, strings).
         teacher: the teacher whose normalization and embeddings are used.
         cache_dir: where embedding chunks are kept, so an interrupted build resumes.
         corpus_options: passed to :func:`iter_texts` (``max_per_source``, ``max_records``, ...).

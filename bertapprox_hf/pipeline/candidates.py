@@ -110,9 +110,9 @@ def _unique_rows(texts: list[str], rows: np.ndarray) -> np.ndarray:
 
 
 def select_records(ids: list[str], texts: list[str], config: MiningConfig) -> tuple[np.ndarray, np.ndarray]:
-    """``(query rows, document rows)`` of one targets table, as :mod:`this module <bertapprox_hf.candidates>`
+    """``(query rows, document rows)`` of one targets table, as :mod:`this module <bertapprox_hf.pipeline.candidates>`
     defines them."""
-    from .training.data import is_training
+    from ..training.data import is_training
 
     words = np.array([_word_count(text) for text in texts], dtype=np.int64)
     crops = np.array([is_crop(record_id) for record_id in ids], dtype=bool)

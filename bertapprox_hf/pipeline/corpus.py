@@ -81,7 +81,7 @@ def iter_records(
         skip_per_source: first skip this many records of each file (to add the next texts of the same sources
             to an earlier set: ``skip_per_source=15000`` continues one made with ``max_per_source=15000``).
         crops_per_text: instead of the records, that many crops of each record of ``crop_min_words`` words or
-            more (see :mod:`bertapprox_hf.crops`); ``max_records`` then counts crops.
+            more (see :mod:`bertapprox_hf.pipeline.crops`); ``max_records`` then counts crops.
         first_crop: the number of the first crop of each record (to add crops to an earlier set of them).
         max_records: stop after this many records in all.
     """

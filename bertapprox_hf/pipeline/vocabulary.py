@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from ..tokenization_bertapprox import BertApproxTokenizer, entry_kind
 from .jsonio import read_json, write_json_atomic
-from .tokenization_bertapprox import BertApproxTokenizer, entry_kind
 
 EMBEDDINGS_FILE = "vocabulary.safetensors"
 METADATA_FILE = "vocabulary.json"
