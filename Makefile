@@ -5,10 +5,11 @@ WORK ?= $(HOME)/.cache/bertapprox/work
 PYTHON ?= python3
 TORCH_PIN ?= torch==2.13.0
 TEACHER_NAME ?= all-MiniLM-L6-v2
-CONFIG ?= configs/minilm-contextual.yaml
+CONFIG ?= configs/demo.yaml
 PER_SOURCE ?= 15000
 # Training texts the demo's contextual table reads (a seeded sample; empty: all 92k, about 18 minutes here).
 CONTEXT_TEXTS ?= 40000
+export TEACHER_NAME
 export BERTAPPROX_SHARED := $(SHARED)
 export BERTAPPROX_WORK := $(WORK)
 export HF_HUB_OFFLINE ?= 1
@@ -31,10 +32,7 @@ TARGETS_QUERIES := $(WORK)/targets-queries-$(TEACHER_NAME)
 CANDIDATES := $(WORK)/candidates-$(TEACHER_NAME)
 VOCAB_CONTEXTUAL_FULL := $(WORK)/vocab-contextual-full-$(TEACHER_NAME)
 VOCAB_CONTEXTUAL_DEMO_ALL := $(WORK)/vocab-contextual-demotexts-$(TEACHER_NAME)
-# The full-scale pair student's schedules, in order (each starts from the one before: model.init_from).
-FULL_PAIRS_SCHEDULES := minilm-full-pairs minilm-full-pairs-second minilm-full-pairs-crops minilm-full-pairs-crops-more
-# The same chain with a context block in place of the third φ block (configs/minilm-full-pairs-context*.yaml).
-FULL_PAIRS_CONTEXT_SCHEDULES := $(subst minilm-full-pairs,minilm-full-pairs-context,$(FULL_PAIRS_SCHEDULES))
+TARGETS_CROPS3 := $(WORK)/targets-crops3-$(TEACHER_NAME)
 # A local copy of the teacher (verified download); elsewhere set TEACHER to a Hub id.
 TEACHER = $(shell bash $(SHARED)/teachers/fetch $(TEACHER_NAME) | tail -n 1)
 # The teacher passes' autocast: bf16 is 1.8-2.2x as fast on a CPU with AVX-512 BF16, the embeddings within 1e-4
@@ -47,7 +45,7 @@ TEACHER_ARGS = --teacher $(TEACHER) --mixed-precision $(TEACHER_PRECISION)
 # More train.py options for make train and make full-pairs, e.g. "--set run.mixed_precision=bf16".
 TRAIN_ARGS ?=
 
-.PHONY: install test lint demo student vocab targets targets-queries candidates targets-more targets-rest targets-crops targets-crops-rest targets-crops-more vocab-contextual vocab-contextual-demo-all vocab-contextual-full train full-pairs full-pairs-context speed clean
+.PHONY: install test lint demo student vocab targets targets-queries candidates targets-more targets-rest targets-crops targets-crops-rest targets-crops-more vocab-contextual vocab-contextual-demo-all vocab-contextual-full train best targets-crops3 gpu-data speed clean
 
 install:  ## torch first (the CPU wheel), then the package with training, indexing and dev extras
 	$(PYTHON) -m pip install --quiet $(TORCH_PIN)
@@ -81,11 +79,11 @@ candidates: targets targets-queries  ## each training query's top 32 of the demo
 	bertapprox candidates build --queries $(TARGETS_QUERIES) --documents $(TARGETS) --out $(CANDIDATES) \
 		--val-fraction 0.03
 
-targets-more:  ## the next 25,000 texts of each source (configs/minilm-large.yaml reads both sets)
+targets-more:  ## the next 25,000 texts of each source (configs/best.yaml)
 	bertapprox targets build $(TEACHER_ARGS) --out $(TARGETS_MORE) --skip-per-source $(PER_SOURCE) \
 		--max-per-source 25000 --corpus $(CORPUS)
 
-targets-rest:  ## every text after those (configs/minilm-full.yaml reads all three sets)
+targets-rest:  ## every text after those (configs/best.yaml)
 	bertapprox targets build $(TEACHER_ARGS) --out $(TARGETS_REST) --skip-per-source $$(($(PER_SOURCE) + 25000)) \
 		--corpus $(CORPUS)
 
@@ -93,7 +91,7 @@ targets-crops:  ## a crop (a random run of words) of each long text of the demo'
 	bertapprox targets build $(TEACHER_ARGS) --out $(TARGETS_CROPS) --max-per-source $(PER_SOURCE) --crops 1 \
 		--corpus $(CORPUS)
 
-targets-crops-rest:  ## the same for each long text after the demo's (configs/minilm-full-pairs-crops.yaml)
+targets-crops-rest:  ## the same for each long text after the demo's (configs/best.yaml)
 	bertapprox targets build $(TEACHER_ARGS) --out $(TARGETS_CROPS_REST) --skip-per-source $(PER_SOURCE) --crops 1 \
 		--corpus $(CORPUS)
 
@@ -116,23 +114,22 @@ vocab-contextual-demo-all: $(VOCAB_CONTEXTUAL_DEMO_ALL)/vocabulary.json  ## the 
 $(VOCAB_CONTEXTUAL_DEMO_ALL)/vocabulary.json: $(VOCAB)/vocabulary.json
 	$(call contextualize,$(VOCAB_CONTEXTUAL_DEMO_ALL),)
 
-vocab-contextual-full:  ## the same over the training texts of all three sets (configs/minilm-full-contextual.yaml)
+vocab-contextual-full:  ## the same over the training texts of all three sets
 	$(call contextualize,$(VOCAB_CONTEXTUAL_FULL),,$(TARGETS) $(TARGETS_MORE) $(TARGETS_REST))
 
 train:
 	$(PYTHON) train.py --config $(CONFIG) $(TRAIN_ARGS)
 
-# $(call run_schedules,CONFIG NAMES): train.py on each, in order, resuming where a run stopped
-run_schedules = for schedule in $(1); do \
-		$(PYTHON) train.py --config configs/$$schedule.yaml --resume $(TRAIN_ARGS) || exit 1; done
-FULL_SETS := install vocab targets targets-more targets-rest targets-crops targets-crops-rest targets-crops-more \
-	vocab-contextual-demo-all
+BEST_SETS := install vocab targets targets-more targets-rest targets-crops targets-crops-rest vocab-contextual-demo-all
 
-full-pairs: $(FULL_SETS)  ## the full-scale pair student: every target set, then its four schedules (about 6 h on 2 cores; rerun to resume)
-	$(call run_schedules,$(FULL_PAIRS_SCHEDULES))
+best: $(BEST_SETS)  ## the best CPU student (configs/best.yaml, three stages: about 4.5 h on 2 cores; rerun to resume)
+	$(PYTHON) train.py --config configs/best.yaml --resume $(TRAIN_ARGS)
 
-full-pairs-context: $(FULL_SETS)  ## the same chain with a context block (configs/minilm-full-pairs-context*.yaml)
-	$(call run_schedules,$(FULL_PAIRS_CONTEXT_SCHEDULES))
+targets-crops3:  ## three crops of every long text of every set (configs/gpu.yaml)
+	bertapprox targets build $(TEACHER_ARGS) --out $(TARGETS_CROPS3) --crops 3 --corpus $(CORPUS)
+
+gpu-data: install vocab targets targets-more targets-rest targets-crops3  ## what configs/gpu.yaml reads
+	$(call contextualize,$(VOCAB_CONTEXTUAL_FULL),92000,$(TARGETS) $(TARGETS_MORE) $(TARGETS_REST))
 
 speed:  ## throughput, latency, memory, size: teacher vs student (float32/int8/bfloat16) vs model2vec
 	OMP_WAIT_POLICY=PASSIVE $(PYTHON) -m benchmarks.speed --model $(WORK)/run-$(TEACHER_NAME)/best --teacher $(TEACHER) \

@@ -1,10 +1,11 @@
 """Distill a student from precomputed teacher targets.
 
-    accelerate launch train.py --config configs/minilm.yaml
-    python train.py --config configs/minilm.yaml --set optim.lr=1e-3 run.output_dir=runs/x
-    python train.py --config configs/minilm.yaml --resume
+    accelerate launch train.py --config configs/demo.yaml
+    python train.py --config configs/demo.yaml --set optim.lr=1e-3 run.output_dir=runs/x
+    python train.py --config configs/demo.yaml --resume
 
-Every configuration key is documented in bertapprox_hf/training/config.py.
+Every configuration key is documented in bertapprox_hf/training/config.py. A recipe in ``stages`` trains them
+in order, each from the one before; with ``--resume`` the finished stages are kept and the next resumes.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import argparse
 import json
 import sys
 
-from bertapprox_hf.training import load_config, train
-from bertapprox_hf.training.config import ConfigError
+from bertapprox_hf.training import train
+from bertapprox_hf.training.config import ConfigError, load_stages
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,12 +27,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     args = parser.parse_args(argv)
     try:
-        config = load_config(args.config, args.set)
-        report = train(config, resume=args.resume)
+        stages = load_stages(args.config, args.set)
+        for stage in stages:
+            if len(stages) > 1:
+                if args.resume and stage.finished():
+                    print(f"stage {stage.name}: finished before, kept ({stage.output_dir})")
+                    continue
+                print(f"stage {stage.name} ({stages.index(stage) + 1} of {len(stages)}) -> {stage.output_dir}")
+            report = train(stage.config(), resume=args.resume)
+            print(format_report(report))
     except (ConfigError, FileNotFoundError, ValueError) as error:
         print(f"train.py: error: {error}", file=sys.stderr)
         return 2
-    print(format_report(report))
     return 0
 
 

@@ -6,7 +6,6 @@ it must hold ``data/`` and ``teachers/fetch``. Tests never write there.
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import os
@@ -69,14 +68,6 @@ def minilm(minilm_path):
     from bertapprox_hf.pipeline.teacher import Teacher
 
     return Teacher.from_pretrained(minilm_path, device="cpu")
-
-
-def load_script(name: str):
-    """A module of ``scripts/`` (not a package), imported from its file."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def make_tiny_teacher_folder(folder: Path, pooling: str = "mean", normalize: bool = True, seed: int = 0) -> Path:

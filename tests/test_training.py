@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from bertapprox_hf.pipeline.crops import is_crop
 from bertapprox_hf.pipeline.targets import build_targets
 from bertapprox_hf.pipeline.vocabulary import Vocabulary
 from bertapprox_hf.training import Trainer, load_config
-from bertapprox_hf.training.config import ConfigError
+from bertapprox_hf.training.config import ConfigError, load_stages
 from bertapprox_hf.training.data import is_training, records_containing
 
 from .conftest import REPO, TRAIN, read_texts
@@ -384,65 +383,72 @@ def test_training_on_cuda_in_bf16(inputs, tmp_path):
     assert (tmp_path / "cuda" / "best" / "model.safetensors").is_file()
 
 
-def load_shipped_recipe(path, work):
-    """A recipe of configs/ with ``BERTAPPROX_WORK=work``, the folders it names made (empty) as they come up."""
-    for _ in range(10):
-        try:
-            return load_config(path)
-        except ConfigError as error:
-            folder = str(error).partition("folder not found: ")[2]
-            assert folder.startswith(str(work)), error  # anything but a missing folder is a broken recipe
-            os.makedirs(folder)
-    raise AssertionError(f"{path} names more than 10 missing folders")
+def load_shipped_recipe(path, work) -> list:
+    """The stages' configs of a recipe of configs/ with ``BERTAPPROX_WORK=work``, the folders they name made
+    (empty) as they come up, and each stage's best student made as if the stage before had run."""
+    configs = []
+    for stage in load_stages(path):
+        for _ in range(10):
+            try:
+                configs.append(stage.config())
+                break
+            except ConfigError as error:
+                folder = str(error).partition("folder not found: ")[2]
+                assert folder.startswith(str(work)), error  # anything but a missing folder is a broken recipe
+                os.makedirs(folder)
+        else:
+            raise AssertionError(f"{path} names more than 10 missing folders")
+    return configs
 
 
 @pytest.mark.parametrize("path", sorted(str(p) for p in (REPO / "configs").glob("*.yaml")))
 def test_every_shipped_recipe_is_a_valid_config(path, tmp_path, monkeypatch):
-    """Each recipe in configs/ names only known keys with valid values (its folders made empty here)."""
+    """Each recipe in configs/ names only known keys with valid values (its folders made empty here); a recipe
+    in stages trains each from the one before, on the same vocabulary, never losing a target set."""
     monkeypatch.setenv("BERTAPPROX_WORK", str(tmp_path))
-    config = load_shipped_recipe(path, tmp_path)
-    assert config.data.vocab.startswith(str(tmp_path)) and config.data.targets
-
-
-def test_make_full_pairs_runs_each_schedule_from_the_one_before(tmp_path, monkeypatch):
-    """The Makefile's chain of schedules: each starts from the previous one's best model, on the same table."""
-    import re
-
-    monkeypatch.setenv("BERTAPPROX_WORK", str(tmp_path))
-    makefile = (REPO / "Makefile").read_text()
-    names = re.search(r"^FULL_PAIRS_SCHEDULES := (.+)$", makefile, re.M).group(1).split()
-    configs = [load_shipped_recipe(str(REPO / "configs" / f"{name}.yaml"), tmp_path) for name in names]
-    assert len(configs) == 4 and not configs[0].model.init_from  # the first trains from scratch
+    monkeypatch.delenv("TEACHER_NAME", raising=False)
+    configs = load_shipped_recipe(path, tmp_path)
+    assert all(c.data.vocab.startswith(str(tmp_path)) and c.data.targets for c in configs)
+    assert not configs[0].model.init_from  # the first stage trains from scratch
     for before, after in itertools.pairwise(configs):
         assert after.model.init_from == os.path.join(before.run.output_dir, "best")
         assert after.data.vocab == before.data.vocab and set(before.data.targets) <= set(after.data.targets)
-    assert configs[0].data.vocab.endswith("vocab-contextual-demotexts-all-MiniLM-L6-v2")
-    assert "VOCAB_CONTEXTUAL_DEMO_ALL := $(WORK)/vocab-contextual-demotexts-$(TEACHER_NAME)" in makefile
+        assert os.path.dirname(after.run.output_dir) == os.path.dirname(before.run.output_dir)
 
 
-def test_make_passes_the_teacher_precision_to_every_teacher_pass(tmp_path):
-    """``make ... TEACHER_PRECISION=bf16``: the vocabulary, every targets set and the contextual tables."""
-    targets = "vocab targets targets-more targets-rest targets-crops targets-crops-rest targets-crops-more"
-    targets = [*targets.split(), "vocab-contextual", "vocab-contextual-demo-all", "vocab-contextual-full"]
-    plan = subprocess.run(
-        ["make", "-n", "-B", *targets, f"WORK={tmp_path}", "TEACHER=some-teacher", "TEACHER_PRECISION=bf16"],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    passes = [line for line in plan.splitlines() if line.startswith("bertapprox ")]
-    assert len(passes) == len(targets) and all("--mixed-precision bf16" in line for line in passes)
-
-
-def test_make_runs_the_teacher_in_bf16_where_the_cpu_has_it(tmp_path):
-    """The default precision of the teacher passes: bf16 on a CPU with native bf16, float32 elsewhere."""
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split()}
-    expected = "bf16" if flags & {"avx512_bf16", "amx_bf16"} else "no"
-    plan = subprocess.run(
-        ["make", "-n", "-B", "vocab", "targets", f"WORK={tmp_path}", "TEACHER=some-teacher"],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    passes = [line for line in plan.splitlines() if line.startswith("bertapprox ")]
-    assert len(passes) == 2 and all(f"--mixed-precision {expected} " in line for line in passes)
+def test_stages_named_sets_and_variable_defaults(tmp_path, monkeypatch):
+    """``sets`` name target folders once, ``${VAR:-default}`` falls back, ``stages`` chain; --set reaches every
+    stage but model.init_from only the first; a finished stage is recognised."""
+    monkeypatch.setenv("BERTAPPROX_WORK", str(tmp_path))
+    monkeypatch.delenv("BERTAPPROX_TEST_NAME", raising=False)
+    for name in ("vocab", "a-x", "b-x"):
+        os.makedirs(tmp_path / name)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "sets:\n  a: ${BERTAPPROX_WORK}/a-${BERTAPPROX_TEST_NAME:-x}\n  b: [${BERTAPPROX_WORK}/b-x]\n"
+        "data: {vocab: ${BERTAPPROX_WORK}/vocab, targets: [a]}\n"
+        "run: {output_dir: ${BERTAPPROX_WORK}/run}\n"
+        "stages:\n  - name: one\n  - name: two\n    data: {targets: [a, b]}\n    optim: {lr: 0.0005}\n"
+    )
+    stages = load_stages(str(recipe), ["optim.epochs=2", f"model.init_from={tmp_path / 'vocab'}"])
+    assert [stage.name for stage in stages] == ["one", "two"]
+    first = stages[0].config()
+    assert first.data.targets == [str(tmp_path / "a-x")] and first.model.init_from == str(tmp_path / "vocab")
+    assert first.run.output_dir == str(tmp_path / "run" / "one") and first.optim.epochs == 2
+    with pytest.raises(ConfigError, match="model.init_from: folder not found: .*one/best"):
+        stages[1].config()  # the first stage has not run yet
+    os.makedirs(tmp_path / "run" / "one" / "best")
+    assert not stages[0].finished()
+    (tmp_path / "run" / "one" / "report.json").write_text("{}")
+    assert stages[0].finished()
+    second = stages[1].config()
+    assert second.data.targets == [str(tmp_path / "a-x"), str(tmp_path / "b-x")]
+    assert (second.optim.lr, second.optim.epochs) == (0.0005, 2)
+    with pytest.raises(ConfigError, match="recipe in stages"):
+        load_config(str(recipe))
+    recipe.write_text("data: {vocab: x}\nstages:\n  - optim: {lr: 1}\n")
+    with pytest.raises(ConfigError, match="stage 1 .* needs a 'name'"):
+        load_stages(str(recipe))
 
 
 def test_crops_join_training_and_leave_the_validation_texts_as_they_were(inputs, tiny_teacher, tmp_path):

@@ -9,7 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from bertapprox_hf import vocab_builder
+from bertapprox_hf.pipeline import vocab_builder
 from bertapprox_hf.pipeline.vocab_builder import NgramCounter, VocabularyConfig, embed_entries, npmi
 from bertapprox_hf.pipeline.vocabulary import Vocabulary
 from bertapprox_hf.tokenization_bertapprox import SKIP_MARKER

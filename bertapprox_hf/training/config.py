@@ -1,15 +1,24 @@
 """Training configuration: nested dataclasses read from YAML, with ``--set key=value`` overrides.
 
 Every key is documented on its field. Unknown keys, wrong types and missing files stop the run
-with a message naming the key or the file. String values may use ``${ENV_VAR}``. A file may start from
-another one with ``base: other.yaml`` (a path relative to the file): its keys replace the base's, section
-by section (a list, such as ``data.targets``, is replaced whole).
+with a message naming the key or the file. String values may use ``${ENV_VAR}`` and ``${ENV_VAR:-default}``.
+A file may start from another one with ``base: other.yaml`` (a path relative to the file): its keys replace the
+base's, section by section (a list, such as ``data.targets``, is replaced whole).
+
+Two keys live beside the sections:
+
+- ``sets``: named target sets, ``{name: folder or [folders]}``; an entry of ``data.targets`` that is a set's
+  name stands for its folders, so each set is named once in a file.
+- ``stages``: a recipe trained in several schedules, in order, each a mapping of keys that replace the file's
+  (``name`` is required). A stage starts from the previous stage's best student (``model.init_from``) unless it
+  names another, and writes to ``<run.output_dir>/<name>``. :func:`load_stages` reads them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -138,6 +147,21 @@ class ConfigError(ValueError):
     """A configuration problem, with the key or file it concerns in the message."""
 
 
+_VARIABLE = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+
+
+def expand_variables(text: str) -> str:
+    """``${NAME}`` and ``${NAME:-default}`` replaced from the environment; an unset ``${NAME}`` stays as it is."""
+
+    def value(match: re.Match) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        return default if default is not None else match.group(0)
+
+    return _VARIABLE.sub(value, text)
+
+
 def _parse_scalar(text: str) -> Any:
     """A --set value as YAML would read it, with numbers like 1e-3 read as numbers."""
     import yaml
@@ -156,7 +180,7 @@ def _coerce_str_list(value: Any, key: str) -> list[str]:
         value = [part.strip() for part in value.split(",") if part.strip()]
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise ConfigError(f"config key '{key}' must be a string or a list of strings, got {value!r}")
-    return [os.path.expandvars(item) for item in value]
+    return [expand_variables(item) for item in value]
 
 
 def _coerce(value: Any, kind: Any, key: str) -> Any:
@@ -167,7 +191,7 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if kind is str and isinstance(value, str):
-        value = os.path.expandvars(value)
+        value = expand_variables(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise ConfigError(f"config key '{key}' must be {kind.__name__}, got {value!r}")
     return value
@@ -221,15 +245,33 @@ def read_config_file(path: str, _seen: tuple[str, ...] = ()) -> dict:
         return values
     if not isinstance(base, str) or not base:
         raise ConfigError(f"config key 'base' in {path} must be a file name, got {base!r}")
-    base_path = os.path.join(os.path.dirname(path), os.path.expandvars(base))
+    base_path = os.path.join(os.path.dirname(path), expand_variables(base))
     return _merge(read_config_file(base_path, (*_seen, real)), values)
 
 
-def load_config(path: str | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a YAML config (optional), apply ``key.sub=value`` overrides and validate the result."""
-    config = TrainConfig()
-    if path:
-        _fill(config, read_config_file(path), "")
+def _apply_sets(values: dict) -> dict:
+    """``values`` without its ``sets`` key, each set's name in ``data.targets`` replaced by its folders."""
+    values = dict(values)
+    sets = values.pop("sets", None) or {}
+    if not isinstance(sets, dict):
+        raise ConfigError("config key 'sets' must map set names to folders")
+    targets = values.get("data", {}).get("targets") if isinstance(values.get("data"), dict) else None
+    if targets is None or not sets:
+        return values
+    items = _coerce_str_list(targets, "data.targets") if isinstance(targets, str) else targets
+    folders: list = []
+    for item in items:
+        if isinstance(item, str) and item in sets:
+            folders.extend(_coerce_str_list(sets[item], f"sets.{item}"))
+        else:
+            folders.append(item)
+    values["data"] = {**values["data"], "targets": folders}
+    return values
+
+
+def _override_values(overrides: list[str] | None) -> list[dict]:
+    """``key.sub=value`` overrides as nested mappings, one each."""
+    result = []
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like key.sub=value")
@@ -240,8 +282,86 @@ def load_config(path: str | None = None, overrides: list[str] | None = None) -> 
         for part in parts[:-1]:
             cursor = cursor.setdefault(part, {})
         cursor[parts[-1]] = value
-        _fill(config, nested, "")
+        result.append(nested)
+    return result
+
+
+def _build(values: dict, overrides: list[str] | None) -> TrainConfig:
+    config = _build_unvalidated(values, overrides)
     validate(config)
+    return config
+
+
+def load_config(path: str | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML config (optional), apply ``key.sub=value`` overrides and validate the result.
+    A file with ``stages`` is read with :func:`load_stages`."""
+    values = read_config_file(path) if path else {}
+    if "stages" in values:
+        raise ConfigError(f"{path} is a recipe in stages: train it with train.py (or read it with load_stages)")
+    return _build(values, overrides)
+
+
+@dataclass
+class Stage:
+    """One schedule of a recipe: its name, output folder, and the config it trains (validated when built, so
+    a stage may start from a student the one before has yet to train)."""
+
+    name: str
+    output_dir: str
+    values: dict
+    overrides: list[str]
+
+    def config(self) -> TrainConfig:
+        return _build(self.values, self.overrides)
+
+    def finished(self) -> bool:
+        """Whether this stage ran to its end (its report and best student are written)."""
+        return os.path.isfile(os.path.join(self.output_dir, "report.json")) and os.path.isdir(
+            os.path.join(self.output_dir, "best")
+        )
+
+
+def load_stages(path: str | None = None, overrides: list[str] | None = None) -> list[Stage]:
+    """The stages of a recipe, in order: one for a file without ``stages``. Overrides apply to every stage."""
+    values = read_config_file(path) if path else {}
+    stages = values.pop("stages", None)
+    if stages is None:
+        output_dir = _build_unvalidated(values, overrides).run.output_dir
+        return [Stage("", output_dir, values, list(overrides or []))]
+    if not isinstance(stages, list) or not stages or not all(isinstance(stage, dict) for stage in stages):
+        raise ConfigError(f"config key 'stages' in {path} must be a non-empty list of mappings")
+    root = _build_unvalidated(values, overrides).run.output_dir
+    result: list[Stage] = []
+    for number, stage in enumerate(stages, 1):
+        stage = dict(stage)
+        name = stage.pop("name", None)
+        if not isinstance(name, str) or not re.fullmatch(r"[\w.-]+", name):
+            raise ConfigError(f"stage {number} of {path} needs a 'name' (letters, digits, '.', '-', '_')")
+        if name in {previous.name for previous in result}:
+            raise ConfigError(f"stage name {name!r} is used twice in {path}")
+        merged = _merge(values, stage)
+        output_dir = os.path.join(root, name)
+        run = {**merged.get("run", {}), "output_dir": output_dir}
+        model = dict(merged.get("model", {}))
+        if result and "init_from" not in stage.get("model", {}):
+            model["init_from"] = os.path.join(result[-1].output_dir, "best")
+        merged.update(run=run, model=model)
+        # --set model.init_from / run.output_dir would break the chain: only the first stage takes them
+        stage_overrides = [
+            item for item in overrides or [] if not result or item.split("=", 1)[0].strip() not in CHAIN_KEYS
+        ]
+        result.append(Stage(name, output_dir, merged, stage_overrides))
+    return result
+
+
+CHAIN_KEYS = ("model.init_from", "run.output_dir")
+
+
+def _build_unvalidated(values: dict, overrides: list[str] | None) -> TrainConfig:
+    config = TrainConfig()
+    _fill(config, _apply_sets(values), "")
+    for nested in _override_values(overrides):
+        _fill(config, nested, "")
     return config
 
 
