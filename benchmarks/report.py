@@ -1,7 +1,7 @@
 """Run a suite of benchmarks and write one report: every system side by side with the teacher.
 
     python -m benchmarks.report --suite quick --model RUN/best --out results/quick      # CI: ~2 min
-    python -m benchmarks.report --suite full --model RUN/best --teacher TEACHER --out results/full-minilm
+    python -m benchmarks.report --suite full --model RUN/best --teacher TEACHER --out experiments/results/full-minilm
 
 Suites: ``quick`` (300 SciFact documents and their queries, 200 STS-B test pairs, a few hundred fidelity
 texts, the speed benchmark's ``--quick``) and ``full`` (SciFact, TREC DL 2019, STS-B test, fidelity on the

@@ -1,6 +1,6 @@
 """Train several variants of a recipe and tabulate their validation fidelity.
 
-    python -m benchmarks.sweep --config configs/minilm.yaml --out results/sweep \\
+    python -m benchmarks.sweep --config experiments/configs/minilm.yaml --out results/sweep \\
         --variant "mean: optim.epochs=0 model.phi_layers=0 model.rho_layers=0 model.entry_bias=false" \\
         --variant "deepsets:"
 

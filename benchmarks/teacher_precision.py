@@ -1,7 +1,7 @@
 """The teacher under autocast: how much faster, and how far from its float32 embeddings.
 
     python -m benchmarks.teacher_precision --teacher TEACHER --queries DATA/train/msmarco_queries.jsonl \\
-        --corpus DATA/msmarco-passage-dl19/corpus.jsonl --precisions no bf16 --out results/teacher-precision
+        --corpus DATA/msmarco-passage-dl19/corpus.jsonl --precisions no bf16 --out experiments/results/teacher-precision
 
 Every teacher pass of the project (vocabulary, targets, contextual tables) can run under autocast
 (``--mixed-precision``). For queries and for passages this encodes the same texts in float32 and in each

@@ -1,6 +1,6 @@
 """Training throughput of one recipe on several devices and precisions (the GPU speed-up over the CPU).
 
-    python -m benchmarks.training_speed --config configs/minilm-large.yaml --steps 300 \\
+    python -m benchmarks.training_speed --config experiments/configs/minilm-large.yaml --steps 300 \\
         --setups cpu:no cuda:no cuda:bf16 --out results/training-speed
 
 Each setup (``DEVICE:PRECISION``; precision ``no``, ``bf16`` or ``fp16``) runs ``train.py`` in a fresh process for

@@ -1,4 +1,4 @@
-"""Pack what scripts/gpu_session.sh needs into one folder small enough to travel to a lent GPU machine.
+"""Pack what experiments/gpu/gpu_session.sh needs into one folder small enough to travel to a lent GPU machine.
 
 That machine has no Hub and no ``../shared``, and the working tree and what it carries travel within 64 MiB in
 all. The bundle is one xz archive of the teacher with its weights in float16 and the corpus files
@@ -6,8 +6,8 @@ all. The bundle is one xz archive of the teacher with its weights in float16 and
 teacher back in float32 (its weights rounded to float16 once: embeddings within about 1e-5 cosine of the
 original's) and the data in the shared layout, each file checked against its SHA-256.
 
-    python scripts/gpu_bundle.py pack --teacher TEACHER --data ../shared/data --out runs/gpu-bundle
-    python scripts/gpu_bundle.py unpack --bundle runs/gpu-bundle --out /tmp/bundle
+    python experiments/gpu/gpu_bundle.py pack --teacher TEACHER --data ../shared/data --out runs/gpu-bundle
+    python experiments/gpu/gpu_bundle.py unpack --bundle runs/gpu-bundle --out /tmp/bundle
         → /tmp/bundle/data (DATA=) and /tmp/bundle/teacher (TEACHER=); gpu_session.sh does this with BUNDLE=
 
 Only the documents the vocabulary and targets read travel (the same files as the Makefile's CORPUS): never the

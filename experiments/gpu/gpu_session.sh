@@ -3,8 +3,8 @@
 #   1. the vocabulary and the teacher targets of the whole demo corpus, on the GPU (all at once);
 #      with CONTEXTUAL=1, the vocabulary's contextual table too (bertapprox vocab contextualize --keep-isolated
 #      over the training texts of all three sets, or a seeded sample of CONTEXT_TEXTS of them), in
-#      $BERTAPPROX_WORK/vocab-contextual-full-NAME, the folder configs/minilm-full-contextual.yaml reads;
-#   2. optionally (SPEED_SETUPS), the training speed of configs/minilm-full.yaml per device and precision;
+#      $BERTAPPROX_WORK/vocab-contextual-full-NAME, the folder experiments/configs/minilm-full-contextual.yaml reads;
+#   2. optionally (SPEED_SETUPS), the training speed of experiments/configs/minilm-full.yaml per device and precision;
 #   3. recipes (VARIANTS) trained side by side on the GPU: a short calibration run of each, side by side,
 #      measures the steps/s they get while sharing the GPU, then each trains for as many epochs as fit
 #      TRAIN_SECONDS (a full warm-up + cosine schedule, not a run cut short);
@@ -12,17 +12,17 @@
 #   5. results packed into OUT: each student's trainable weights (bertapprox model strip; restore with
 #      bertapprox model restore from the same vocabulary) and one archive of reports, logs and plots.
 #
-#   DATA=../shared/data TEACHER=/path/to/all-MiniLM-L6-v2 OUT=results/gpu bash scripts/gpu_session.sh
-#   BUNDLE=runs/gpu-bundle OUT=$OUT bash scripts/gpu_session.sh   # on a machine without ../shared (see below)
+#   DATA=../shared/data TEACHER=/path/to/all-MiniLM-L6-v2 OUT=results/gpu bash experiments/gpu/gpu_session.sh
+#   BUNDLE=runs/gpu-bundle OUT=$OUT bash experiments/gpu/gpu_session.sh   # on a machine without ../shared (see below)
 #
 # DATA: the shared data layout (train/*.jsonl, msmarco-passage-dl19/, beir/scifact/); TEACHER: a local
-# teacher folder; or BUNDLE: a folder written here by `python scripts/gpu_bundle.py pack --teacher TEACHER
+# teacher folder; or BUNDLE: a folder written here by `python experiments/gpu/gpu_bundle.py pack --teacher TEACHER
 # --data ../shared/data --out runs/gpu-bundle` (53 MiB: carry it; it sets DATA and TEACHER there);
 # OUT: results; WORK: scratch (default /tmp/bertapprox-gpu).
 # CROPS: N > 0 also builds crops 0..N-1 of every long text (targets build --crops N, the texts of make
 # targets-crops targets-crops-rest targets-crops-more for N = 3) and trains every variant on them too.
 # Every variant trains on the sets built here (data.targets), unless its own overrides say otherwise.
-# VARIANTS: "name:key=value,key=value name2:..." (--set overrides of CONFIG, default configs/minilm-full.yaml);
+# VARIANTS: "name:key=value,key=value name2:..." (--set overrides of CONFIG, default experiments/configs/minilm-full.yaml);
 # COMMON: overrides for every variant; TRAIN_SECONDS: the side-by-side training (default 300; less when the
 # steps before it leave less of BUDGET: the speed step, the final evaluations and the packing keep their time);
 # CALIBRATION_STEPS: steps of the calibration run (default 300); SPEED_SETUPS: setups of step 2 (default
@@ -33,7 +33,7 @@ set -uo pipefail
 WORK=${WORK:-/tmp/bertapprox-gpu}
 PY=${PYTHON:-python3}
 CROPS=${CROPS:-0}
-CONFIG=${CONFIG:-configs/minilm-full.yaml}
+CONFIG=${CONFIG:-experiments/configs/minilm-full.yaml}
 TRAIN_SECONDS=${TRAIN_SECONDS:-300}
 CALIBRATION_STEPS=${CALIBRATION_STEPS:-300}
 BUDGET=${BUDGET:-540}
@@ -48,14 +48,14 @@ mkdir -p "$OUT" "$WORK"
 export BERTAPPROX_WORK=$WORK HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if [ -n "${BUNDLE:-}" ]; then
-    unpacked=$($PY scripts/gpu_bundle.py unpack --bundle "$BUNDLE" --out "$WORK/bundle") || exit 1
+    unpacked=$($PY experiments/gpu/gpu_bundle.py unpack --bundle "$BUNDLE" --out "$WORK/bundle") || exit 1
     eval "$unpacked"  # DATA=... TEACHER=...
 fi
 : "${DATA:?set DATA (or BUNDLE)}" "${TEACHER:?set TEACHER (or BUNDLE)}"
 NAME=$(basename "$TEACHER")
 T0=$(date +%s)
 log() { printf '[%4ss] %s\n' "$(($(date +%s) - T0))" "$*" | tee -a "$OUT/timeline.txt"; }
-mapfile -t CORPUS < <($PY scripts/gpu_bundle.py corpus --data "$DATA")  # the files of make vocab / make targets
+mapfile -t CORPUS < <($PY experiments/gpu/gpu_bundle.py corpus --data "$DATA")  # the files of make vocab / make targets
 names=()
 for spec in "${VARIANTS[@]}"; do names+=("${spec%%:*}"); done
 

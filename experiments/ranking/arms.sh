@@ -9,7 +9,7 @@ WORK=${BERTAPPROX_WORK:-$HOME/.cache/bertapprox/work}
 SHARED=${BERTAPPROX_SHARED:-$(cd .. && pwd)/shared}
 TEACHER=$(bash "$SHARED/teachers/fetch" all-MiniLM-L6-v2 | tail -n 1)
 CANDIDATES=$WORK/candidates-all-MiniLM-L6-v2
-CONFIG=configs/minilm-contextual.yaml
+CONFIG=experiments/configs/minilm-contextual.yaml
 OUT=experiments/ranking
 export BERTAPPROX_WORK=$WORK BERTAPPROX_SHARED=$SHARED HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE
 
