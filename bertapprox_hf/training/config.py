@@ -17,12 +17,14 @@ Two keys live beside the sections:
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..configuration_bertapprox import BertApproxConfig
 from ..pipeline.precision import PRECISIONS
 
 
@@ -44,29 +46,30 @@ class DataConfig:
     shuffle_buffer: int = 10000  # buffer of the streaming shuffle
 
 
-@dataclass
-class ModelConfig:
-    hidden_size: int = 0  # width of φ and the pooled vector (0: the teacher's dimension)
-    intermediate_size: int = 1024  # width inside each residual block
-    num_heads: int = 8  # attention-pooling heads (learned queries)
-    phi_layers: int = 1  # residual blocks in φ
-    rho_layers: int = 1  # residual blocks in ρ
-    dropout: float = 0.0  # dropout inside the residual blocks
-    entry_bias: bool = True  # learned per-entry pooling score
-    # pooling rounds: each after the first re-weights the entries with queries computed from the previous
-    # round's pooled vector (+hidden² parameters per round); init_from may add rounds to a saved student
-    pooling_rounds: int = 1
-    # blocks after pooling that update each entry's φ with its text's pooled vector, then pool again:
-    # interaction between entries, computed per text at inference (0: none)
-    context_layers: int = 0
-    context_intermediate_size: int = 0  # width inside those blocks (0: intermediate_size)
-    entry_adapter_rank: int = 0  # rank of a learned correction of each entry's embedding (0: none)
-    # width of the features of consecutive entry pairs (skip-grams aside), pooled and added before ρ: word
-    # order beyond the n-grams (0: none; the hidden size is a good start); init_from may add them
-    pair_rank: int = 0
+# The keys the vocabulary decides (create_student sets them from it), not the recipe.
+VOCABULARY_KEYS = ("vocab_size", "embedding_dim", "output_dim", "normalize", "similarity", "teacher", "pad_token_id")
+
+
+def _model_fields() -> list[tuple[str, type, Any]]:
+    """The ``model:`` section's keys: :class:`BertApproxConfig`'s arguments (documented there) with its defaults,
+    less those the vocabulary decides, plus ``init_from``. ``hidden_size`` 0 stands for the teacher's width."""
+    parameters = inspect.signature(BertApproxConfig.__init__).parameters
+    result = []
+    for name, parameter in parameters.items():
+        if name in ("self", "kwargs") or name in VOCABULARY_KEYS:
+            continue
+        default = 0 if name == "hidden_size" else parameter.default
+        result.append((name, type(default), field(default=default)))
     # a saved student (folder) to start from instead of an untrained one, e.g. to fine-tune it on new texts or
     # train it a second schedule; same vocabulary, and the keys above must match it (pooling_rounds may be higher)
-    init_from: str = ""
+    result.append(("init_from", str, field(default="")))
+    return result
+
+
+ModelConfig = dataclasses.make_dataclass("ModelConfig", _model_fields())
+ModelConfig.__doc__ = (
+    """The student's architecture: the arguments of :class:`BertApproxConfig` (one schema), and ``init_from``."""
+)
 
 
 @dataclass
