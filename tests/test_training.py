@@ -425,9 +425,9 @@ def test_stages_named_sets_and_variable_defaults(tmp_path, monkeypatch):
         os.makedirs(tmp_path / name)
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(
-        "sets:\n  a: ${BERTAPPROX_WORK}/a-${BERTAPPROX_TEST_NAME:-x}\n  b: [${BERTAPPROX_WORK}/b-x]\n"
-        "data: {vocab: ${BERTAPPROX_WORK}/vocab, targets: [a]}\n"
-        "run: {output_dir: ${BERTAPPROX_WORK}/run}\n"
+        "sets:\n  a: ${BERTAPPROX_WORK}/a-${BERTAPPROX_TEST_NAME:-x}\n  b: ['${BERTAPPROX_WORK}/b-x']\n"
+        "data: {vocab: '${BERTAPPROX_WORK}/vocab', targets: [a]}\n"
+        "run: {output_dir: '${BERTAPPROX_WORK}/run'}\n"
         "stages:\n  - name: one\n  - name: two\n    data: {targets: [a, b]}\n    optim: {lr: 0.0005}\n"
     )
     stages = load_stages(str(recipe), ["optim.epochs=2", f"model.init_from={tmp_path / 'vocab'}"])
