@@ -1,7 +1,7 @@
-"""Pack what experiments/gpu/gpu_session.sh needs into one folder small enough to travel to a lent GPU machine.
+"""Pack what experiments/gpu/gpu_session.sh needs into one folder small enough to travel to a remote GPU machine.
 
-That machine has no Hub and no ``../shared``, and the working tree and what it carries travel within 64 MiB in
-all. The bundle is one xz archive of the teacher with its weights in float16 and the corpus files
+Such a machine may have neither the Hub nor ``../shared``, and what is uploaded to it may be size-limited
+(``LIMIT_MB``). The bundle is one xz archive of the teacher with its weights in float16 and the corpus files
 (all-MiniLM-L6-v2: 91 MB of weights and 74 MB of text → 53.3 MiB). ``unpack`` on the other side writes the
 teacher back in float32 (its weights rounded to float16 once: embeddings within about 1e-5 cosine of the
 original's) and the data in the shared layout, each file checked against its SHA-256.
@@ -42,7 +42,7 @@ CORPUS_FILES = (
 WEIGHTS = "model.safetensors"
 ARCHIVE = "bundle.tar.xz"
 MANIFEST = "bundle.json"
-LIMIT_MB = 64.0  # MiB: what the device tool carries with the working tree
+LIMIT_MB = 64.0  # MiB: the upload limit the bundle is checked against
 
 
 def sha256(path: str) -> str:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One GPU session, end to end, inside a fixed time budget (a lent GPU machine is held for minutes):
+# One GPU session, end to end, inside a fixed time budget (a GPU machine rented for a fixed time):
 #   1. the vocabulary and the teacher targets of the whole demo corpus, on the GPU (all at once);
 #      with CONTEXTUAL=1, the vocabulary's contextual table too (bertapprox vocab contextualize --keep-isolated
 #      over the training texts of all three sets, or a seeded sample of CONTEXT_TEXTS of them), in

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A record of what ran on the lent H200 (December 4, 2026), not a second way to run it: two device calls from the
+# A record of what ran on the H200 (December 4, 2026), not a second way to run it: two remote calls from the
 # repository root, the bundle (python experiments/gpu/gpu_bundle.py pack ... --out runs/gpu-bundle) and three wheels the
 # machine lacks (datasets 5.2.0, dill 0.4.1, multiprocess 0.70.19, in .whl/) carried.
 
