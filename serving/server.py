@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import signal
+import sys
 
 from .config import ServeConfig
 
@@ -13,9 +15,16 @@ def _fastest(module: str, fallback: str) -> str:
     return module if importlib.util.find_spec(module) else fallback
 
 
+def _exit_quietly(signum: int, frame) -> None:
+    sys.exit(0)
+
+
 def run_server(config: ServeConfig) -> int:
     """Serve until SIGINT/SIGTERM; then stop accepting, answer what was accepted, exit 0."""
     import uvicorn
+
+    # uvicorn finishes the accepted requests, then re-raises the signal it caught: make that a clean exit
+    signal.signal(signal.SIGTERM, _exit_quietly)
 
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     options = {
