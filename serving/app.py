@@ -1,4 +1,4 @@
-"""The ASGI application (Starlette): the endpoints, their error answers and the metrics of every request.
+"""The ASGI application: the endpoints, their error answers and the metrics of every request.
 
 ============================  ===========================================================================
 ``POST /embed``               text-embeddings-inference: ``{"inputs": str | [str], "normalize": bool}`` →
@@ -12,6 +12,10 @@
 ``GET /metrics``              Prometheus text format
 ``GET /``                     the search page
 ============================  ===========================================================================
+
+The endpoints are plain ASGI handlers dispatched by path (a request costs a dictionary lookup, not a middleware
+stack: at thousands of requests per second per core that overhead is most of the time); Starlette runs the
+lifespan (start and graceful stop of the service) and answers unknown paths.
 """
 
 from __future__ import annotations
@@ -21,111 +25,153 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from importlib import resources
 
 import orjson
 from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import HTMLResponse, Response
-from starlette.routing import Route
 
 from .batcher import Overloaded, ShuttingDown
 from .config import ServeConfig
 from .metrics import CONTENT_TYPE
-from .schemas import (
-    RequestError,
-    bool_field,
-    choice_field,
-    k_field,
-    parse_body,
-    search_texts,
-    texts_field,
-)
+from .schemas import RequestError, bool_field, choice_field, k_field, parse_body, search_texts, texts_field
+from .search import overlap
 from .service import EmbeddingService, normalized
 
 logger = logging.getLogger("serving")
-JSON = "application/json"
-Handler = Callable[[Request], Awaitable[Response]]
+JSON = b"application/json"
 
 
-def json_response(value, status: int = 200) -> Response:
-    return Response(orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status, media_type=JSON)
+class ClientDisconnect(Exception):
+    """The client went away before its request was read."""
 
 
-def tei_error(status: int, message: str, kind: str, param: str | None) -> Response:
+@dataclass
+class Answer:
+    status: int
+    body: bytes
+    content_type: bytes = JSON
+
+
+def json_answer(value, status: int = 200) -> Answer:
+    return Answer(status, orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY))
+
+
+def tei_error(status: int, message: str, kind: str, param: str | None) -> Answer:
     """text-embeddings-inference's error body."""
-    return json_response({"error": message, "error_type": kind}, status)
+    return json_answer({"error": message, "error_type": kind}, status)
 
 
-def openai_error(status: int, message: str, kind: str, param: str | None) -> Response:
+def openai_error(status: int, message: str, kind: str, param: str | None) -> Answer:
     """OpenAI's error body."""
     code = {429: "rate_limit_exceeded", 413: "payload_too_large"}.get(status, kind)
     kind = "invalid_request_error" if status < 429 else ("rate_limit_error" if status == 429 else "server_error")
-    return json_response({"error": {"message": message, "type": kind, "param": param, "code": code}}, status)
+    return json_answer({"error": {"message": message, "type": kind, "param": param, "code": code}}, status)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(scope: dict, receive: Callable, limit: int) -> bytes:
     """The request body, refused with 413 beyond ``limit`` bytes (checked before and while reading)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RequestError(413, f"the body has {declared} bytes; at most {limit} are read", "payload_too_large")
-    if declared is not None:
-        return await request.body()
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            raise RequestError(413, f"the body has {int(value)} bytes; at most {limit} are read", "payload_too_large")
     chunks, size = [], 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise RequestError(413, f"the body exceeds {limit} bytes", "payload_too_large")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def create_app(service: EmbeddingService) -> Starlette:
-    """The application serving ``service`` (started and stopped with the app's lifespan)."""
-    metrics = service.metrics
-    body_limit = service.config.max_body_bytes
+Handler = Callable[[bytes], Awaitable[Answer]]
 
-    def endpoint(name: str, handler: Handler, error: Callable = tei_error) -> Handler:
-        async def run(request: Request) -> Response:
-            start = time.perf_counter()
-            kind = None
+
+class ServingApp:
+    """The ASGI callable: the routes of :func:`create_app`, the lifespan and unknown paths by Starlette."""
+
+    def __init__(self, service: EmbeddingService, routes: dict[tuple[str, str], tuple[str, Handler, Callable]]):
+        self.service = service
+        self.routes = routes
+        self.body_limit = service.config.max_body_bytes
+
+        @asynccontextmanager
+        async def lifespan(app: Starlette):
+            await service.start()
             try:
-                response = await handler(request)
-            except RequestError as failure:
-                kind = failure.kind
-                response = error(failure.status, str(failure), kind, failure.param)
-            except Overloaded as failure:
-                kind = "overloaded"
-                service.overloaded()
-                response = error(429, str(failure), kind, None)
-            except (ShuttingDown, LookupError) as failure:
-                kind = "unavailable" if isinstance(failure, ShuttingDown) else "not_found"
-                response = error(503 if kind == "unavailable" else 404, str(failure), kind, None)
-            except ClientDisconnect:
-                kind = "client_disconnected"
-                response = Response(status_code=499)
-            except Exception as failure:  # a bug: answer 500 with the reason, keep serving
-                logger.exception("%s failed", name)
-                kind = "internal"
-                response = error(500, f"internal error: {type(failure).__name__}: {failure}", kind, None)
-            metrics.request(name, response.status_code, time.perf_counter() - start, kind)
-            return response
+                yield
+            finally:
+                await service.stop()
 
-        return run
+        self.fallback = Starlette(lifespan=lifespan)
+        self.state = self.fallback.state
+        self.state.service = service
 
-    async def embed(request: Request) -> Response:
-        body = parse_body(await read_body(request, body_limit))
-        texts, _ = texts_field(body, "inputs", service.limits)
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        route = self.routes.get((scope.get("method"), scope.get("path"))) if scope["type"] == "http" else None
+        if route is None:
+            if scope["type"] == "http" and any(path == scope["path"] for _, path in self.routes):
+                await self._send(send, tei_error(405, f"{scope['method']} is not allowed here", "method", None))
+                return
+            await self.fallback(scope, receive, send)
+            return
+        name, handler, error = route
+        start = time.perf_counter()
+        kind = None
+        try:
+            body = await read_body(scope, receive, self.body_limit) if scope["method"] == "POST" else b""
+            answer = await handler(body)
+        except RequestError as failure:
+            kind = failure.kind
+            answer = error(failure.status, str(failure), kind, failure.param)
+        except Overloaded as failure:
+            kind = "overloaded"
+            self.service.overloaded()
+            answer = error(429, str(failure), kind, None)
+        except ShuttingDown as failure:
+            kind = "unavailable"
+            answer = error(503, str(failure), kind, None)
+        except LookupError as failure:
+            kind = "not_found"
+            answer = error(404, str(failure), kind, None)
+        except ClientDisconnect:
+            self.service.metrics.request(name, 499, time.perf_counter() - start, "client_disconnected")
+            return
+        except Exception as failure:  # a bug: answer 500 with the reason, keep serving
+            logger.exception("%s failed", name)
+            kind = "internal"
+            answer = error(500, f"internal error: {type(failure).__name__}: {failure}", kind, None)
+        await self._send(send, answer)
+        self.service.metrics.request(name, answer.status, time.perf_counter() - start, kind)
+
+    @staticmethod
+    async def _send(send: Callable, answer: Answer) -> None:
+        headers = [(b"content-type", answer.content_type), (b"content-length", str(len(answer.body)).encode())]
+        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+        await send({"type": "http.response.body", "body": answer.body})
+
+
+def create_app(service: EmbeddingService) -> ServingApp:
+    """The application serving ``service`` (started and stopped with the app's lifespan)."""
+    limits = service.limits
+
+    async def embed(raw: bytes) -> Answer:
+        body = parse_body(raw)
+        texts, _ = texts_field(body, "inputs", limits)
         normalize = bool_field(body, "normalize", True)
         result = await service.embed(texts)
-        return json_response(normalized(result.rows) if normalize else result.rows)
+        return json_answer(normalized(result.rows) if normalize else result.rows)
 
-    async def openai_embeddings(request: Request) -> Response:
-        body = parse_body(await read_body(request, body_limit))
+    async def openai_embeddings(raw: bytes) -> Answer:
+        body = parse_body(raw)
         if isinstance(body.get("input"), list) and body["input"] and not isinstance(body["input"][0], str):
-            raise RequestError(422, "'input' must be a string or a list of strings (token ids are not supported)",
-                               param="input")  # fmt: skip
-        texts, _ = texts_field(body, "input", service.limits)
+            message = "'input' must be a string or a list of strings (token ids are not supported)"
+            raise RequestError(422, message, param="input")
+        texts, _ = texts_field(body, "input", limits)
         encoding = choice_field(body, "encoding_format", ("float", "base64"))
         dimensions = body.get("dimensions")
         if dimensions is not None and dimensions != service.backend.dim:
@@ -139,13 +185,13 @@ def create_app(service: EmbeddingService) -> Starlette:
         data = [{"object": "embedding", "index": i, "embedding": vector} for i, vector in enumerate(vectors)]
         tokens = int(sum(result.tokens))
         model = body.get("model") if isinstance(body.get("model"), str) else service.model_name
-        return json_response({"object": "list", "data": data, "model": model,
-                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})  # fmt: skip
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return json_answer({"object": "list", "data": data, "model": model, "usage": usage})
 
-    async def search(request: Request) -> Response:
-        body = parse_body(await read_body(request, body_limit))
-        texts, _ = search_texts(body, service.limits)
-        k = k_field(body, service.limits)
+    async def search(raw: bytes) -> Answer:
+        body = parse_body(raw)
+        texts, _ = search_texts(body, limits)
+        k = k_field(body, limits)
         compare = bool_field(body, "compare", False)
         hits, embed_seconds, search_seconds = await service.search(texts, k)
         answer = {
@@ -157,8 +203,6 @@ def create_app(service: EmbeddingService) -> Starlette:
         if compare:
             answer["teacher"] = None
             if service.teacher_backend is not None:
-                from .search import overlap
-
                 teacher_hits, seconds = await service.teacher_search(texts, k)
                 answer["teacher"] = {
                     "model": service.teacher_name,
@@ -166,42 +210,34 @@ def create_app(service: EmbeddingService) -> Starlette:
                     "seconds": {"total": seconds},
                     "overlap": [overlap(s, t, k) for s, t in zip(hits, teacher_hits, strict=True)],
                 }
-        return json_response(answer)
+        return json_answer(answer)
 
-    async def health(request: Request) -> Response:
+    async def health(raw: bytes) -> Answer:
         status, reasons = service.health()
-        return json_response({"status": status, "reasons": reasons}, 200 if status in ("ready", "degraded") else 503)
+        return json_answer({"status": status, "reasons": reasons}, 200 if status in ("ready", "degraded") else 503)
 
-    async def info(request: Request) -> Response:
-        return json_response(service.info())
+    async def info(raw: bytes) -> Answer:
+        return json_answer(service.info())
 
-    async def prometheus(request: Request) -> Response:
-        text = metrics.render(service.batcher.accepted, service.batcher.queued_texts)
-        return Response(text, media_type=CONTENT_TYPE)
+    async def prometheus(raw: bytes) -> Answer:
+        text = service.metrics.render(service.batcher.accepted, service.batcher.queued_texts)
+        return Answer(200, text, CONTENT_TYPE.encode())
 
-    async def page(request: Request) -> Response:
-        return HTMLResponse(resources.files("serving").joinpath("static/index.html").read_text(encoding="utf-8"))
+    page_html = resources.files("serving").joinpath("static/index.html").read_bytes()
 
-    @asynccontextmanager
-    async def lifespan(app: Starlette):
-        await service.start()
-        try:
-            yield
-        finally:
-            await service.stop()
+    async def page(raw: bytes) -> Answer:
+        return Answer(200, page_html, b"text/html; charset=utf-8")
 
-    routes = [
-        Route("/embed", endpoint("embed", embed), methods=["POST"]),
-        Route("/v1/embeddings", endpoint("openai_embeddings", openai_embeddings, openai_error), methods=["POST"]),
-        Route("/search", endpoint("search", search), methods=["POST"]),
-        Route("/health", endpoint("health", health), methods=["GET"]),
-        Route("/info", endpoint("info", info), methods=["GET"]),
-        Route("/metrics", endpoint("metrics", prometheus), methods=["GET"]),
-        Route("/", endpoint("page", page), methods=["GET"]),
-    ]
-    app = Starlette(routes=routes, lifespan=lifespan)
-    app.state.service = service
-    return app
+    routes = {
+        ("POST", "/embed"): ("embed", embed, tei_error),
+        ("POST", "/v1/embeddings"): ("openai_embeddings", openai_embeddings, openai_error),
+        ("POST", "/search"): ("search", search, tei_error),
+        ("GET", "/health"): ("health", health, tei_error),
+        ("GET", "/info"): ("info", info, tei_error),
+        ("GET", "/metrics"): ("metrics", prometheus, tei_error),
+        ("GET", "/"): ("page", page, tei_error),
+    }
+    return ServingApp(service, routes)
 
 
 def _results(text: str, hits) -> dict:
@@ -213,6 +249,6 @@ def _results(text: str, hits) -> dict:
     }
 
 
-def app_from_env() -> Starlette:
+def app_from_env() -> ServingApp:
     """The app of the ``BERTAPPROX_SERVE_*`` settings (uvicorn's factory for worker processes)."""
     return create_app(EmbeddingService.load(ServeConfig.from_env()))

@@ -36,6 +36,9 @@ def run_server(config: ServeConfig) -> int:
         "http": "httptools" if _fastest("httptools", "") else "h11",
         "timeout_graceful_shutdown": config.shutdown_timeout_s,
         "backlog": 4096,
+        "proxy_headers": False,  # no per-request header rewriting (nothing here logs client addresses)
+        "server_header": False,
+        "date_header": False,
     }
     if config.workers > 1:  # each worker process builds its own app from the environment
         os.environ.update(config.to_env())
