@@ -98,10 +98,7 @@ def test_page_searches_and_shows_both_sides(server, browser):
     browser.find_element(By.ID, "search").click()
     wait.until(ready.visibility_of_element_located((By.CSS_SELECTOR, "#teacher-results li")))
 
-    shown = [
-        item.find_element(By.CLASS_NAME, "doc-id").text
-        for item in browser.find_elements(By.CSS_SELECTOR, "#student-results li")
-    ]
+    shown = shown_ids(browser, "student")
     expected = FaissIndexer.load(files.index).search([QUERY], k=5, query_encoder=Encoder.from_pretrained(files.student))
     assert shown == expected.ids[0]
     first_text = browser.find_element(By.CSS_SELECTOR, "#student-results li .text").text
