@@ -10,7 +10,9 @@ SIGTERM. Scenarios:
 * ``single``: ``--concurrency`` clients, one text per ``POST /embed``;
 * ``batched``: ``--batch-concurrency`` clients, ``--batch`` texts per request;
 * ``overload``: ``--overload`` × ``--concurrency`` clients against a server admitting ``--concurrency`` queued
-  requests: the excess must get 429 quickly, every accepted request an answer, no 5xx, memory flat.
+  requests: the excess must get 429 quickly, every accepted request an answer, no 5xx, memory flat;
+* ``single, shadow R`` (with ``--teacher``): ``single`` again on a server running the drift watch at
+  ``--shadow-rate`` R, whose cost is the throughput lost against ``single``.
 
 Every 200 answer is parsed and compared with the direct ``Encoder`` (or ``Teacher``) output of its texts (nothing
 lost, duplicated or swapped between concurrent requests). Reports requests/s, texts/s, p50/p95/p99 latency of
@@ -293,6 +295,12 @@ def run_model(model: str, texts: list[str], args: argparse.Namespace, teacher: b
         return outcomes
     with ServerProcess(model, kind, args.concurrency, args.threads, args.server_flags) as server:
         outcomes.append(server.measure(Scenario("overload", args.overload * args.concurrency, 1), *measure))
+    if args.teacher and args.shadow_rate > 0:  # the drift watch's cost: the single scenario with shadowing on
+        flags = [*args.server_flags, "--teacher", args.teacher, "--shadow-rate", str(args.shadow_rate)]
+        with ServerProcess(model, kind, args.max_queued or 4 * args.concurrency, args.threads, flags) as server:
+            drive(server.port, Scenario("warm-up", 4, 1), texts, expected, 1.0, 200, tolerance)
+            name = f"single, shadow {args.shadow_rate:g}"
+            outcomes.append(server.measure(Scenario(name, args.concurrency, 1), *measure))
     return outcomes
 
 
@@ -332,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teacher-fraction", type=float, default=0.5, help="the teacher's share of --duration")
     parser.add_argument("--max-requests", type=int, default=200_000, help="requests per scenario at most")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the server")
+    parser.add_argument("--shadow-rate", type=float, default=0.05, help="drift watch rate of the shadow run (0: none)")
     parser.add_argument("--server-flags", nargs="*", default=[], help="more flags for the server (e.g. --dtype int8)")
     parser.add_argument("--out", default=None, help="folder for serve.json and serve.md")
     args = parser.parse_args(argv)
