@@ -65,7 +65,7 @@ def _flag_adder(parser: argparse.ArgumentParser, defaults: ServeConfig):
 def _serve(args: argparse.Namespace) -> int:
     from .server import run_server
 
-    names = [name for name in vars(ServeConfig()) if name != "extra"]
+    names = list(vars(ServeConfig()))
     config = ServeConfig(**{name: getattr(args, name) for name in names if hasattr(args, name)}).check()
     return run_server(config)
 

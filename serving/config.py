@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 ENV_PREFIX = "BERTAPPROX_SERVE_"
@@ -42,7 +42,6 @@ class ServeConfig:
     min_overlap: float = 0.5  # ... or below this rolling top-k overlap
     overlap_k: int = 10
     log_level: str = "info"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> ServeConfig:
         """Raise ValueError for settings that cannot work."""
@@ -71,7 +70,7 @@ class ServeConfig:
         env = {}
         for item in dataclasses.fields(self):
             value = getattr(self, item.name)
-            if item.name != "extra" and value is not None:
+            if value is not None:
                 env[ENV_PREFIX + item.name.upper()] = str(value)
         return env
 
@@ -82,7 +81,7 @@ class ServeConfig:
         values: dict[str, Any] = {}
         for item in dataclasses.fields(cls):
             raw = environ.get(ENV_PREFIX + item.name.upper())
-            if raw is not None and item.name != "extra":
+            if raw is not None:
                 values[item.name] = _convert(item, raw)
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)
