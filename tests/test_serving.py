@@ -316,3 +316,55 @@ def test_metrics_are_present_and_count(files):
     assert metric(text, "bertapprox_queue_depth") == 0
     assert metric(text, "process_resident_memory_bytes") > 1e6
     assert "process_cpu_seconds_total" in text
+
+
+# --- the batcher on its own -----------------------------------------------------------------------
+class CountingEncoder:
+    """Rows of ones; remembers each batch."""
+
+    def __init__(self, fail_on: str | None = None) -> None:
+        self.batches: list[list[str]] = []
+        self.fail_on = fail_on
+
+    def __call__(self, texts):
+        from serving.backends import Encoded
+
+        self.batches.append(list(texts))
+        if self.fail_on in texts:
+            raise RuntimeError("the model failed")
+        rows = np.arange(len(texts), dtype=np.float32)[:, None].repeat(2, 1)
+        return Encoded(rows, [1] * len(texts), 0.0, 0.0, 0)
+
+
+def test_batcher_waits_for_more_requests_and_keeps_whole_requests_together():
+    from serving.batcher import Batcher
+
+    encode = CountingEncoder()
+
+    async def scenario():
+        batcher = Batcher(encode, max_batch_texts=5, max_wait_ms=200, max_queued=10)
+        await batcher.start()
+        first = asyncio.create_task(batcher.submit(["a"]))
+        await asyncio.sleep(0.01)
+        second = asyncio.create_task(batcher.submit(["b", "c"]))
+        third = asyncio.create_task(batcher.submit(["d", "e", "f"]))  # would overflow the batch: goes next
+        results = await asyncio.gather(first, second, third)
+        await batcher.close()
+        return results
+
+    first, second, third = asyncio.run(scenario())
+    assert encode.batches == [["a", "b", "c"], ["d", "e", "f"]]
+    assert second.rows[:, 0].tolist() == [1.0, 2.0] and third.rows[:, 0].tolist() == [0.0, 1.0, 2.0]
+    assert first.queue_seconds >= 0
+
+
+def test_a_failing_model_answers_500_to_its_batch_and_the_server_goes_on(files):
+    service = EmbeddingService(load_backend(files.student, cache_size=0), ServeConfig(model=files.student))
+    service.batcher.encode = CountingEncoder(fail_on="boom")
+    with TestClient(create_app(service)) as failing:
+        broken = failing.post("/embed", json={"inputs": ["boom"]})
+        fine = failing.post("/embed", json={"inputs": ["fine"]})
+        text = failing.get("/metrics").text
+    assert broken.status_code == 500 and "the model failed" in broken.json()["error"]
+    assert fine.status_code == 200
+    assert metric(text, "bertapprox_errors_total", endpoint="embed", code="500", type="internal") == 1
