@@ -15,6 +15,7 @@ from .serving_fixtures import serving_files
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="the page test needs selenium (the dev extra)")
 uvicorn = pytest.importorskip("uvicorn", reason="the page test needs the serve extra")
+pytest.importorskip("starlette", reason="the page test needs the serve extra")
 
 QUERY = "interest rate of the bank"
 
