@@ -17,7 +17,7 @@ SIGTERM. Scenarios:
 Every 200 answer is parsed and compared with the direct ``Encoder`` (or ``Teacher``) output of its texts (nothing
 lost, duplicated or swapped between concurrent requests). Reports requests/s, texts/s, p50/p95/p99 latency of
 answered and of refused requests, errors by status and the server's resident memory before and after, as
-``serve.json`` and ``serve.md`` in ``--out``.
+``serve.json``, ``serve.md`` and ``serve.png`` in ``--out``.
 """
 
 from __future__ import annotations
@@ -327,6 +327,31 @@ def markdown(rows: list[tuple[str, Outcome]], settings: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(rows: list[tuple[str, Outcome]], path: str) -> None:
+    """Texts/s (log scale) and p99 latency of every run, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{model}\n{outcome.name}" for model, outcome in rows]
+    colors = ["tab:blue" if model == "student" else "tab:orange" for model, _ in rows]
+    figure, (speed, latency) = plt.subplots(1, 2, figsize=(13, 4.5))
+    speed.bar(labels, [max(o.texts_per_s, 1e-3) for _, o in rows], color=colors)
+    speed.set_yscale("log")
+    speed.set_ylabel("texts/s answered (log)")
+    latency.bar(labels, [o.latency_ms.get("p99", 0.0) for _, o in rows], color=colors)
+    latency.set_yscale("log")
+    latency.set_ylabel("p99 latency of answered requests, ms (log)")
+    for axis in (speed, latency):
+        axis.tick_params(axis="x", labelsize=7)
+        axis.grid(axis="y", alpha=0.3)
+    figure.suptitle("HTTP server over loopback: student (blue) and teacher (orange) served the same way")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="student folder")
@@ -365,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         Path(args.out, "serve.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
         Path(args.out, "serve.md").write_text(report, encoding="utf-8")
+        plot(rows, str(Path(args.out, "serve.png")))
     failed = any(o.mismatches or any(code.startswith("5") for code in o.codes) for _, o in rows)
     return 1 if failed else 0
 
