@@ -11,7 +11,7 @@ from .config import ServeConfig, env_default
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``serve`` and ``drift`` on ``subparsers``; each sets ``func(args) -> int``."""
+    """Register ``serve`` and ``drift`` on ``subparsers``; each sets ``handler(args) -> int``."""
     _add_serve(subparsers)
     _add_drift(subparsers)
 
@@ -49,7 +49,7 @@ def _add_serve(subparsers) -> None:
     flag("min_overlap", float, "/health is degraded below this rolling top-k overlap")
     flag("overlap_k", int, "k of the drift watch's top-k overlap")
     flag("log_level", str, "uvicorn log level")
-    serve.set_defaults(func=_serve)
+    serve.set_defaults(handler=_serve)
 
 
 def _flag_adder(parser: argparse.ArgumentParser, defaults: ServeConfig):
@@ -85,7 +85,7 @@ def _add_drift(subparsers) -> None:
     drift.add_argument("--worst", type=int, default=20, help="worst queries listed")
     drift.add_argument("--batch-size", type=int, default=64)
     drift.add_argument("--device", default="cpu")
-    drift.set_defaults(func=_drift)
+    drift.set_defaults(handler=_drift)
 
 
 def _drift(args: argparse.Namespace) -> int:
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     add_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        return args.handler(args)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -30,12 +30,12 @@ def parser() -> argparse.ArgumentParser:
 
 def test_serve_and_drift_parse_into_their_handlers():
     args = parser().parse_args(["serve", "--model", "m", "--index", "i", "--port", "9001", "--shadow-rate", "0.05"])
-    assert callable(args.func) and args.model == "m" and args.index == "i"
+    assert callable(args.handler) and args.model == "m" and args.index == "i"
     assert (
         args.port == 9001 and args.shadow_rate == 0.05 and args.max_queued_requests == ServeConfig().max_queued_requests
     )
     args = parser().parse_args(["drift", "--model", "m", "--teacher", "t", "--queries", "q.jsonl", "--out", "o"])
-    assert callable(args.func) and (args.model, args.teacher, args.queries, args.out) == ("m", "t", "q.jsonl", "o")
+    assert callable(args.handler) and (args.model, args.teacher, args.queries, args.out) == ("m", "t", "q.jsonl", "o")
 
 
 def test_settings_come_from_the_environment(monkeypatch):
