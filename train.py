@@ -13,8 +13,8 @@ import argparse
 import json
 import sys
 
+from bertapprox_hf.errors import run_main
 from bertapprox_hf.training import load_config, train
-from bertapprox_hf.training.config import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,14 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config, args.set)
-        report = train(config, resume=args.resume)
-    except (ConfigError, FileNotFoundError, ValueError) as error:
-        print(f"train.py: error: {error}", file=sys.stderr)
-        return 2
-    print(format_report(report))
-    return 0
+
+    def run() -> int:
+        print(format_report(train(load_config(args.config, args.set), resume=args.resume)))
+        return 0
+
+    return run_main(run, prog="train.py")  # a user error (bad config, full disk, ...): one line and exit code 2
 
 
 def format_report(report: dict) -> str:

@@ -436,6 +436,7 @@ def _add_index_commands(commands) -> None:
     index.add_argument("--train-size", type=int, default=None, help="vectors to train IVF/PQ indexes on")
     index.add_argument("--device", default=None, help="encoder device: cpu, cuda, ... (default: cuda when available)")
     index.add_argument("--dtype", default="float32", help="student precision: float32, float16, bfloat16, int8")
+    index.add_argument("--dedupe-ids", action="store_true", help="keep the first document of a repeated id")
 
     search = commands.add_parser("search", help="search an index with queries; write a TREC or JSON run")
     search.add_argument("--index", required=True, help="index folder")
@@ -448,6 +449,7 @@ def _add_index_commands(commands) -> None:
     search.add_argument("--run-tag", default="bertapprox", help="the TREC run's last column")
     search.add_argument("--device", default=None)
     search.add_argument("--dtype", default="float32")
+    search.add_argument("--dedupe-ids", action="store_true", help="keep the first query of a repeated id")
 
     benchmark = commands.add_parser("benchmark", help="benchmarks provided by plugins").add_subparsers(
         dest="action", required=True
@@ -489,6 +491,7 @@ def _index(args) -> int:
         )
     options = {key: value for key, value in (("factory", args.factory), ("train_size", args.train_size)) if value}
     start = time.perf_counter()
+    options["dedupe_ids"] = args.dedupe_ids
     index = indexer.build(args.corpus, documents, batch_size=args.batch_size, max_records=args.max_docs, **options)
     index.meta["query_encoder"] = {**describe_encoder(queries), "path": os.path.abspath(args.model)}
     index.save(args.out)
@@ -512,7 +515,7 @@ def _search(args) -> int:
     model = args.model or meta.get("query_encoder", {}).get("path")
     if not model:
         raise ValueError("the index records no query encoder: pass --model")
-    query_ids, texts = read_queries(args.queries)
+    query_ids, texts = read_queries(args.queries, dedupe=args.dedupe_ids)
     encoder = load_encoder(model, device=args.device, dtype=args.dtype)
     start = time.perf_counter()
     results = index.search(texts, k=args.k, query_encoder=encoder, batch_size=args.batch_size, query_ids=query_ids)
@@ -697,13 +700,11 @@ HANDLERS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .errors import run_main
+
     args = build_parser().parse_args(argv)
     handler = HANDLERS[(args.command, getattr(args, "action", None))]
-    try:
-        return handler(args)
-    except (OSError, ValueError) as error:
-        print(f"bertapprox: error: {error}", file=sys.stderr)
-        return 2
+    return run_main(lambda: handler(args))  # a user error: one line and exit code 2; a bug: its traceback
 
 
 if __name__ == "__main__":

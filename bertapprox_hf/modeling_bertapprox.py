@@ -471,8 +471,8 @@ def check_model_folder(folder: str) -> None:
             )
     vocab_file = os.path.join(folder, "vocab.txt")
     if os.path.isfile(vocab_file):
-        with open(vocab_file, encoding="utf-8") as handle:
-            entries = handle.read().split("\n")
-        count = len(entries) - (entries[-1] == "")
+        from .integrity import read_vocab_lines
+
+        count = len(read_vocab_lines(vocab_file))  # a file that is not UTF-8 is named
         if count != rows:
             raise ValueError(f"{vocab_file} has {count} entries but the entry table in {weights} has {rows} rows")
