@@ -60,6 +60,14 @@ def run_main(main: Callable[[], int], prog: str = "bertapprox") -> int:
         return EXIT_USER_ERROR
 
 
+def _os_error(kind: type[OSError], code: int, message: str) -> OSError:
+    """An ``OSError`` of ``kind`` whose text is ``message`` alone (no ``[Errno N]`` prefix) and whose ``errno`` is
+    ``code``."""
+    error = kind(message)
+    error.errno = code
+    return error
+
+
 def unreadable_path_error(path: str | os.PathLike, what: str) -> OSError:
     """The error to raise for a ``path`` that cannot be read as ``what`` (e.g. ``"corpus file"``): not found, a
     permission denied on it or a folder above it, or a symbolic-link loop; each said as such."""
@@ -67,11 +75,13 @@ def unreadable_path_error(path: str | os.PathLike, what: str) -> OSError:
     try:
         os.stat(path)
     except FileNotFoundError:
-        return FileNotFoundError(errno.ENOENT, f"{what} not found: {path}")
+        return _os_error(FileNotFoundError, errno.ENOENT, f"{what} not found: {path}")
     except PermissionError:
-        return PermissionError(errno.EACCES, f"permission denied: cannot read {what} {path}")
+        return _os_error(PermissionError, errno.EACCES, f"permission denied: cannot read {what} {path}")
     except OSError as error:
-        return OSError(error.errno, f"cannot open {what} {path}: {error.strerror}")
+        return _os_error(OSError, error.errno or 0, f"cannot open {what} {path}: {error.strerror}")
     if not os.access(path, os.R_OK):
-        return PermissionError(errno.EACCES, f"permission denied: cannot read {what} {path}")
-    return FileNotFoundError(errno.ENOENT, f"{what} is not a regular file: {path}")
+        return _os_error(PermissionError, errno.EACCES, f"permission denied: cannot read {what} {path}")
+    if os.path.isdir(path):
+        return _os_error(IsADirectoryError, errno.EISDIR, f"{what} {path} is a folder, not a file")
+    return _os_error(FileNotFoundError, errno.ENOENT, f"{what} is not a regular file: {path}")

@@ -316,26 +316,31 @@ def check_finite(named_tensors: Iterable, where: str) -> None:
 
 def check_local_folder(path: str) -> bool:
     """True when ``path`` names a local model folder (with a ``config.json``); False for a Hub id. A local path
-    that cannot be a model folder (missing, a symbolic-link loop, a file, no ``config.json``, unreadable) raises an
-    ``OSError`` that says so, instead of a Hub lookup or a "should have a model_type" message."""
+    that cannot be a model folder (missing, a symbolic-link loop or broken link, a file, no ``config.json``, a
+    permission denied) raises an ``OSError`` that says so, instead of a Hub lookup or a "should have a model_type"
+    message."""
     path = os.fspath(path)
-    if os.path.isdir(path):
-        config = os.path.join(path, CONFIG_FILE)
-        if not os.path.isfile(config):
-            raise FileNotFoundError(f"not a saved model folder: {path} has no {CONFIG_FILE}")
-        if not os.access(config, os.R_OK):
-            raise PermissionError(f"permission denied reading {config}")
-        return True
-    if os.path.lexists(path):  # a file, a dangling link or a link loop
-        try:
-            os.stat(path)
-        except OSError as error:
-            raise OSError(error.errno, f"model folder {path} cannot be opened: {error.strerror}") from error
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise FileNotFoundError(f"model folder {path} is a broken symbolic link") from None
+        explicit = path.startswith(("/", "./", "../", "~")) or path.count("/") > 1 or (os.sep != "/" and os.sep in path)
+        if explicit:
+            raise FileNotFoundError(f"model folder not found: {path}") from None
+        return False  # a Hub id
+    except PermissionError:
+        raise PermissionError(f"permission denied: cannot open the model folder {path}") from None
+    except OSError as error:  # a symbolic-link loop, a name too long, ...
+        raise OSError(error.errno, f"model folder {path} cannot be opened: {error.strerror}") from None
+    if not os.path.isdir(path):
         raise NotADirectoryError(f"model path {path} is a file, not a model folder")
-    explicit = path.startswith(("/", "./", "../", "~")) or path.count("/") > 1 or os.sep != "/" and os.sep in path
-    if explicit:
-        raise FileNotFoundError(f"model folder not found: {path}")
-    return False
+    config = os.path.join(path, CONFIG_FILE)
+    if not os.path.isfile(config):
+        raise FileNotFoundError(f"not a saved model folder: {path} has no {CONFIG_FILE}")
+    if not os.access(config, os.R_OK) or not os.access(path, os.R_OK | os.X_OK):
+        raise PermissionError(f"permission denied: cannot read the model folder {path}")
+    return True
 
 
 def load_checked(load, path, args: tuple, kwargs: dict, verify_integrity: bool | None = None, check_folder=None):

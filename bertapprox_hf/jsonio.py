@@ -11,7 +11,9 @@ from typing import Any
 def read_json(path: str, what: str = "file") -> Any:
     """Parse a JSON file; a missing file or bad JSON raises an error naming ``path``."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what} not found: {path}")
+        from .errors import unreadable_path_error
+
+        raise unreadable_path_error(path, what)
     try:
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)

@@ -6,6 +6,7 @@ import json
 import os
 from collections.abc import Sequence
 
+from bertapprox_hf.errors import unreadable_path_error
 from bertapprox_hf.jsonio import iter_json_objects, utf8_lines
 
 from .base import SearchResults, _query_names
@@ -21,7 +22,7 @@ def read_queries(path: str | os.PathLike, dedupe: bool = False) -> tuple[list[st
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"queries file not found: {path}")
+        raise unreadable_path_error(path, "queries file")
     ids: list[str] = []
     texts: list[str] = []
     if path.endswith((".jsonl", ".json")):

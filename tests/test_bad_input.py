@@ -15,6 +15,7 @@ import pytest
 from bertapprox_hf.cli import main
 from bertapprox_hf.corpus import iter_records
 from bertapprox_hf.errors import UserError, run_main, unreadable_path_error
+from bertapprox_hf.integrity import check_local_folder
 from bertapprox_hf.targets import build_targets, load_targets
 
 from .conftest import REPO, trained_student
@@ -166,8 +167,10 @@ def test_permission_denied_is_said_as_such(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(os, "stat", denied)
     error = unreadable_path_error(path, "corpus file")
+    with pytest.raises(PermissionError, match="permission denied: cannot open the model folder"):
+        check_local_folder(str(tmp_path / "locked" / "student"))
     monkeypatch.undo()
-    assert isinstance(error, PermissionError) and "permission denied: cannot read corpus file" in str(error)
+    assert isinstance(error, PermissionError) and str(error).startswith("permission denied: cannot read corpus file")
     if os.geteuid() != 0:  # root reads any file: the real case only runs as another user
         path.parent.mkdir()
         path.write_text("{}")
