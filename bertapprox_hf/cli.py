@@ -490,8 +490,8 @@ def _index(args) -> int:
             "an asymmetric index needs the student of that teacher"
         )
     options = {key: value for key, value in (("factory", args.factory), ("train_size", args.train_size)) if value}
-    start = time.perf_counter()
     options["dedupe_ids"] = args.dedupe_ids
+    start = time.perf_counter()
     index = indexer.build(args.corpus, documents, batch_size=args.batch_size, max_records=args.max_docs, **options)
     index.meta["query_encoder"] = {**describe_encoder(queries), "path": os.path.abspath(args.model)}
     index.save(args.out)
