@@ -14,8 +14,9 @@ import argparse
 import json
 import sys
 
+from bertapprox_hf.errors import run_main
 from bertapprox_hf.training import train
-from bertapprox_hf.training.config import ConfigError, load_stages
+from bertapprox_hf.training.config import load_stages
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,20 +27,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     args = parser.parse_args(argv)
-    try:
+
+    def run() -> int:
         stages = load_stages(args.config, args.set)
-        for stage in stages:
+        for number, stage in enumerate(stages, 1):
             if len(stages) > 1:
                 if args.resume and stage.finished():
                     print(f"stage {stage.name}: finished before, kept ({stage.output_dir})")
                     continue
-                print(f"stage {stage.name} ({stages.index(stage) + 1} of {len(stages)}) -> {stage.output_dir}")
-            report = train(stage.config(), resume=args.resume)
-            print(format_report(report))
-    except (ConfigError, FileNotFoundError, ValueError) as error:
-        print(f"train.py: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+                print(f"stage {stage.name} ({number} of {len(stages)}) -> {stage.output_dir}")
+            print(format_report(train(stage.config(), resume=args.resume)))
+        return 0
+
+    return run_main(run, prog="train.py")  # a user error (bad config, full disk, ...): one line and exit code 2
 
 
 def format_report(report: dict) -> str:

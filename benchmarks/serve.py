@@ -277,7 +277,7 @@ def direct_embeddings(model: str, texts: list[str]) -> tuple[np.ndarray, str]:
         from bertapprox_hf.inference import Encoder
 
         return Encoder.from_pretrained(model, device="cpu", cache_size=0).encode(texts, batch_size=256), "student"
-    from bertapprox_hf.teacher import Teacher
+    from bertapprox_hf.pipeline.teacher import Teacher
 
     return Teacher.from_pretrained(model, device="cpu").encode(texts, batch_size=64), "teacher"
 

@@ -210,14 +210,17 @@ class BertApproxPreTrainedModel(PreTrainedModel):
             nn.init.zeros_(module.queries)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """Load as transformers does, after checking a local folder's weights and vocabulary sizes; the entry
-        table stays frozen."""
-        if os.path.isdir(str(pretrained_model_name_or_path)):
-            check_model_folder(str(pretrained_model_name_or_path))
-        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, verify_integrity: bool | None = None, **kwargs):
+        """Load as transformers does, after checking a local folder's weights and vocabulary sizes and its
+        integrity record (:mod:`.integrity`; ``verify_integrity=False`` skips that and the weight checks); the
+        entry table stays frozen."""
+        from .integrity import load_checked
+
+        wants_info = kwargs.pop("output_loading_info", False)
+        path, load = pretrained_model_name_or_path, super().from_pretrained
+        model, info = load_checked(load, path, args, kwargs, verify_integrity, check_model_folder)
         model.entry_table.weight.requires_grad_(False)  # loading gives it a fresh, trainable Parameter
-        return model
+        return (model, info) if wants_info else model
 
 
 class BertApproxModel(BertApproxPreTrainedModel):
@@ -346,6 +349,10 @@ class BertApproxModel(BertApproxPreTrainedModel):
         if self._tokenizer is not None:
             self._tokenizer.save_pretrained(save_directory)
         write_sentence_transformers_files(str(save_directory), self.config)
+        if kwargs.get("is_main_process", True):
+            from .integrity import write_record
+
+            write_record(str(save_directory), self.config.to_dict())
 
     def get_tokenizer(self):
         """The attached tokenizer, else the one saved beside the model."""
@@ -464,8 +471,8 @@ def check_model_folder(folder: str) -> None:
             )
     vocab_file = os.path.join(folder, "vocab.txt")
     if os.path.isfile(vocab_file):
-        with open(vocab_file, encoding="utf-8") as handle:
-            entries = handle.read().split("\n")
-        count = len(entries) - (entries[-1] == "")
+        from .integrity import read_vocab_lines
+
+        count = len(read_vocab_lines(vocab_file))  # a file that is not UTF-8 is named
         if count != rows:
             raise ValueError(f"{vocab_file} has {count} entries but the entry table in {weights} has {rows} rows")

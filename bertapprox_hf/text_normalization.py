@@ -18,8 +18,8 @@ import regex
 _CJK = (
     "\u4e00-\u9fff\u3400-\u4dbf\uf900-\ufaff"
     "\U00020000-\U0002a6df\U0002a700-\U0002b73f\U0002b740-\U0002b81f"
-    "\U0002b820-\U0002ceaf\U0002f800-\U0002fa1f"
-)
+    "\U0002b920-\U0002ceaf\U0002f800-\U0002fa1f"
+)  # as the teachers' (Rust) tokenizers have them: U+2B820..U+2B91F are not in the list
 _ASCII_PUNCT = r"!-/:-@\[-`{-~"
 # Control (Cc), format (Cf) and private-use (Co) characters are removed, except tab, newline and carriage return,
 # which are whitespace; so are NUL and the replacement character.

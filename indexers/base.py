@@ -29,6 +29,8 @@ import numpy as np
 
 from bertapprox_hf.pipeline.jsonio import read_json, write_json_atomic
 
+from .ids import DuplicateIds
+
 META_NAME = "meta.json"
 
 
@@ -175,8 +177,10 @@ def encode_batches(
     text_field: str = "text",
     title_field: str | None = "title",
     desc: str = "Indexing",
+    duplicates: DuplicateIds | None = None,
 ) -> Iterator[tuple[list[str], np.ndarray]]:
-    """``(ids, embeddings)`` batches of a corpus, encoded ``batch_size`` records at a time."""
+    """``(ids, embeddings)`` batches of a corpus, encoded ``batch_size`` records at a time. With ``duplicates``, a
+    record whose id was seen before is counted there and left out (never encoded)."""
     from tqdm.auto import tqdm
 
     from bertapprox_hf.pipeline.corpus import iter_records
@@ -189,6 +193,8 @@ def encode_batches(
         ids: list[str] = []
         texts: list[str] = []
         for record in records:
+            if duplicates is not None and not duplicates.is_new(record["id"]):
+                continue
             ids.append(record["id"])
             texts.append(record["text"])
             if len(texts) == batch_size:
@@ -252,6 +258,7 @@ class Indexer(abc.ABC):
         similarity: str | None = None,
         text_field: str = "text",
         title_field: str | None = "title",
+        dedupe_ids: bool = False,
         **options: Any,
     ) -> Indexer:
         """Encode a corpus with ``document_encoder`` batch by batch and index it.
@@ -260,13 +267,17 @@ class Indexer(abc.ABC):
             corpus: anything :func:`bertapprox_hf.pipeline.corpus.iter_records` reads.
             document_encoder: an object with ``encode(texts, batch_size) -> np.ndarray``.
             similarity: ``"cosine"`` or ``"dot"``; default: the encoder's own.
+            dedupe_ids: keep the first document of each id; otherwise a repeated id raises ``ValueError`` naming
+                the repeated ids (a document indexed twice would appear twice in a run).
             options: passed to :meth:`create` (e.g. the Faiss ``factory`` string).
         """
         similarity = similarity or encoder_similarity(document_encoder)
         dim = encoder_dim(document_encoder)
+        duplicates = DuplicateIds("document")
         batches = encode_batches(
-            corpus, document_encoder, batch_size, show_progress_bar, max_records, text_field, title_field
-        )
+            corpus, document_encoder, batch_size, show_progress_bar, max_records, text_field, title_field,
+            duplicates=duplicates,
+        )  # fmt: skip
         index: Indexer | None = None
         documents, encode_seconds, index_seconds = 0, 0.0, 0.0
         start = time.perf_counter()
@@ -280,6 +291,8 @@ class Indexer(abc.ABC):
             documents += len(ids)
             index_seconds += time.perf_counter() - start
             start = time.perf_counter()
+        if not dedupe_ids:
+            duplicates.check("the corpus", "--dedupe-ids (dedupe_ids=True)")
         if index is None:
             raise ValueError("the corpus holds no documents")
         start = time.perf_counter()
@@ -291,6 +304,7 @@ class Indexer(abc.ABC):
             "encode_seconds": round(encode_seconds, 3),
             "index_seconds": round(index_seconds, 3),
             "corpus": _describe_corpus(corpus),
+            "duplicate_ids_dropped": sum(duplicates.repeated.values()),
         }
         return index
 

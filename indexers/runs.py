@@ -6,20 +6,23 @@ import json
 import os
 from collections.abc import Sequence
 
-from bertapprox_hf.pipeline.jsonio import iter_json_objects
+from bertapprox_hf.errors import unreadable_path_error
+from bertapprox_hf.pipeline.jsonio import iter_json_objects, utf8_lines
 
 from .base import SearchResults, _query_names
+from .ids import unique_positions
 
 
-def read_queries(path: str | os.PathLike) -> tuple[list[str], list[str]]:
-    """``(query_ids, texts)`` of a topics file.
+def read_queries(path: str | os.PathLike, dedupe: bool = False) -> tuple[list[str], list[str]]:
+    """``(query_ids, texts)`` of a topics file; a repeated query id raises ``ValueError`` naming it (with
+    ``dedupe``, the first query of each id is kept).
 
     ``.jsonl``: one ``{"_id" or "id", "text"}`` per line (BEIR layout); ``.tsv``/``.txt``: ``id<TAB>text``
     per line (MS MARCO and Pyserini topic files), a header line ``query-id...``/``qid...`` is skipped.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"queries file not found: {path}")
+        raise unreadable_path_error(path, "queries file")
     ids: list[str] = []
     texts: list[str] = []
     if path.endswith((".jsonl", ".json")):
@@ -32,7 +35,7 @@ def read_queries(path: str | os.PathLike) -> tuple[list[str], list[str]]:
             texts.append(text)
     else:
         with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
+            for number, line in enumerate(utf8_lines(handle, path), start=1):
                 line = line.rstrip("\n")
                 if not line.strip():
                     continue
@@ -45,6 +48,9 @@ def read_queries(path: str | os.PathLike) -> tuple[list[str], list[str]]:
                 texts.append(parts[1])
     if not ids:
         raise ValueError(f"{path}: no queries")
+    kept = unique_positions(ids, "query", path, dedupe, "--dedupe-ids")
+    if len(kept) < len(ids):
+        ids, texts = [ids[i] for i in kept], [texts[i] for i in kept]
     return ids, texts
 
 

@@ -32,6 +32,7 @@ def add_commands(commands) -> None:
     index.add_argument("--train-size", type=int, default=None, help="vectors to train IVF/PQ indexes on")
     index.add_argument("--device", default=None, help="encoder device: cpu, cuda, ... (default: cuda when available)")
     index.add_argument("--dtype", default="float32", help="student precision: float32, float16, bfloat16, int8")
+    index.add_argument("--dedupe-ids", action="store_true", help="keep the first document of a repeated id")
     index.set_defaults(handler=_optional(_index))
 
     search = commands.add_parser("search", help="search an index with queries; write a TREC or JSON run")
@@ -45,6 +46,7 @@ def add_commands(commands) -> None:
     search.add_argument("--run-tag", default="bertapprox", help="the TREC run's last column")
     search.add_argument("--device", default=None)
     search.add_argument("--dtype", default="float32")
+    search.add_argument("--dedupe-ids", action="store_true", help="keep the first query of a repeated id")
     search.set_defaults(handler=_optional(_search))
 
     benchmark = commands.add_parser("benchmark", help="benchmarks provided by plugins").add_subparsers(
@@ -86,6 +88,7 @@ def _index(args) -> int:
             "an asymmetric index needs the student of that teacher"
         )
     options = {key: value for key, value in (("factory", args.factory), ("train_size", args.train_size)) if value}
+    options["dedupe_ids"] = args.dedupe_ids
     start = time.perf_counter()
     index = indexer.build(args.corpus, documents, batch_size=args.batch_size, max_records=args.max_docs, **options)
     index.meta["query_encoder"] = {**describe_encoder(queries), "path": os.path.abspath(args.model)}
@@ -110,7 +113,7 @@ def _search(args) -> int:
     model = args.model or meta.get("query_encoder", {}).get("path")
     if not model:
         raise ValueError("the index records no query encoder: pass --model")
-    query_ids, texts = read_queries(args.queries)
+    query_ids, texts = read_queries(args.queries, dedupe=args.dedupe_ids)
     encoder = load_encoder(model, device=args.device, dtype=args.dtype)
     start = time.perf_counter()
     results = index.search(texts, k=args.k, query_encoder=encoder, batch_size=args.batch_size, query_ids=query_ids)

@@ -105,7 +105,7 @@ class StudentBackend(CachedBackend):
 
 
 class TeacherBackend(CachedBackend):
-    """A :class:`~bertapprox_hf.teacher.Teacher` (tokenization and model timed together, as ``model``)."""
+    """A :class:`~bertapprox_hf.pipeline.teacher.Teacher` (tokenization and model timed together, as ``model``)."""
 
     kind = "teacher"
 
@@ -151,7 +151,7 @@ def load_backend(
 
 
 def load_teacher(path: str, device: str = "cpu") -> Any:
-    """The :class:`~bertapprox_hf.teacher.Teacher` of a folder or Hub id."""
-    from bertapprox_hf.teacher import Teacher
+    """The :class:`~bertapprox_hf.pipeline.teacher.Teacher` of a folder or Hub id."""
+    from bertapprox_hf.pipeline.teacher import Teacher
 
     return Teacher.from_pretrained(path, device=device)

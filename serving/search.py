@@ -29,10 +29,11 @@ class SearchService:
     @classmethod
     def load(cls, path: str, corpus: str | None = None) -> SearchService:
         """Load the index folder ``path`` (its indexer as recorded in ``meta.json``) and, from ``corpus``
-        (files :func:`bertapprox_hf.corpus.iter_records` reads), the texts of its documents."""
+        (files :func:`bertapprox_hf.pipeline.corpus.iter_records` reads), the texts of its documents."""
+        from plugins.manager import PluginManager
+
         from indexers.base import read_meta
         from indexers.pyserini_indexer import is_pyserini_index
-        from plugins.manager import PluginManager
 
         if not os.path.isdir(path):
             raise FileNotFoundError(f"index folder not found: {path}")
@@ -79,7 +80,7 @@ class SearchService:
 
 def read_texts(corpus: str) -> dict[str, str]:
     """Document id → text of a corpus (title and text joined as the indexer joined them)."""
-    from bertapprox_hf.corpus import iter_records
+    from bertapprox_hf.pipeline.corpus import iter_records
 
     return {record["id"]: record["text"] for record in iter_records(corpus)}
 

@@ -32,8 +32,8 @@ def random_texts(count: int, seed: int, low: int = 2, high: int = 12) -> list[st
 def serving_files(tmp_path_factory) -> ServingFiles:
     """The files, built under the session's base temporary folder at the first call, reused afterwards."""
     from bertapprox_hf.inference import Encoder
-    from bertapprox_hf.teacher import Teacher
-    from bertapprox_hf.vocab_builder import VocabularyConfig, build_vocabulary
+    from bertapprox_hf.pipeline.teacher import Teacher
+    from bertapprox_hf.pipeline.vocab_builder import VocabularyConfig, build_vocabulary
 
     faiss_indexer = pytest.importorskip("indexers.faiss_indexer", reason="the serving tests need faiss-cpu")
     root = tmp_path_factory.getbasetemp() / "serving-files"

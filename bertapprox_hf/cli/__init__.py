@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..errors import run_main
 from . import data, export, models
 
 CORE_COMMANDS = (data, models, export)
@@ -31,11 +32,7 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.handler(args)
-    except (OSError, ValueError) as error:
-        print(f"bertapprox: error: {error}", file=sys.stderr)
-        return 2
+    return run_main(lambda: args.handler(args))  # a user error: one line and exit code 2; a bug: its traceback
 
 
 if __name__ == "__main__":

@@ -8,23 +8,70 @@ from __future__ import annotations
 
 import glob
 import itertools
+import logging
 import os
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from ..errors import unreadable_path_error
 from .jsonio import iter_json_objects
 
 Record = dict[str, str]
+logger = logging.getLogger(__name__)
 
 
-def _record_text(row: dict[str, Any], text_field: str, title_field: str | None, where: str) -> str:
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class RecordTally:
+    """Records of one source that were skipped (``text`` not a string) or cleaned (lone surrogates, which no
+    tokenizer or file format accepts, replaced by U+FFFD); reported in one warning when the source is read."""
+
+    def __init__(self, source: str, unit: str) -> None:
+        self.source, self.unit = source, unit  # unit: what a record's number counts ("line", "row")
+        self.skipped: list[int] = []
+        self.cleaned: list[int] = []
+
+    def report(self) -> None:
+        parts = [
+            f"{len(found)} records {what} ({self.unit} {', '.join(map(str, found[:5]))}{', ...' * (len(found) > 5)})"
+            for found, what in ((self.skipped, "skipped: text is not a string"),
+                                (self.cleaned, "cleaned: lone surrogates replaced by U+FFFD"))
+            if found
+        ]  # fmt: skip
+        if parts:
+            logger.warning("%s: %s", self.source, "; ".join(parts))
+
+
+def clean_text(text: str) -> str:
+    """``text`` with its lone surrogates (invalid in UTF-8) replaced by U+FFFD."""
+    return _LONE_SURROGATE.sub("\ufffd", text) if _LONE_SURROGATE.search(text) else text
+
+
+def _record_text(
+    row: dict[str, Any],
+    text_field: str,
+    title_field: str | None,
+    where: str,
+    tally: RecordTally | None = None,
+    number: int = 0,
+) -> str | None:
+    """The record's text (title first), ``None`` for a record to skip (its text is not a string)."""
     if text_field not in row:
         raise ValueError(f"{where}: no '{text_field}' field (fields: {sorted(row)})")
     text = row[text_field]
     if not isinstance(text, str):
-        raise TypeError(f"{where}: '{text_field}' is {type(text).__name__}, not a string")
+        if tally is None:
+            raise TypeError(f"{where}: '{text_field}' is {type(text).__name__}, not a string")
+        tally.skipped.append(number)
+        return None
     title = row.get(title_field) if title_field else None
-    return f"{title} {text}" if isinstance(title, str) and title.strip() else text
+    text = f"{title} {text}" if isinstance(title, str) and title.strip() else text
+    cleaned = clean_text(text)
+    if cleaned is not text and tally is not None:
+        tally.cleaned.append(number)
+    return cleaned
 
 
 def expand_paths(source: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
@@ -41,7 +88,7 @@ def expand_paths(source: str | os.PathLike | Iterable[str | os.PathLike]) -> lis
         elif os.path.isfile(item):
             paths.append(item)
         else:
-            raise FileNotFoundError(f"corpus file not found: {item}")
+            raise unreadable_path_error(item, "corpus file")
     return paths
 
 
@@ -52,13 +99,20 @@ def read_jsonl(
     id_field: str | None = None,
 ) -> Iterator[Record]:
     """Records of one jsonl file; a bad line raises an error naming the file and line."""
-    for number, row in iter_json_objects(path):
-        key = id_field or ("_id" if "_id" in row else "id")
-        record_id = row.get(key)
-        yield {
-            "id": str(record_id) if record_id is not None else f"{os.path.basename(path)}:{number}",
-            "text": _record_text(row, text_field, title_field, f"{path}:{number}"),
-        }
+    tally = RecordTally(path, "line")
+    try:
+        for number, row in iter_json_objects(path):
+            text = _record_text(row, text_field, title_field, f"{path}:{number}", tally, number)
+            if text is None:
+                continue
+            key = id_field or ("_id" if "_id" in row else "id")
+            record_id = row.get(key)
+            yield {
+                "id": clean_text(str(record_id)) if record_id is not None else f"{os.path.basename(path)}:{number}",
+                "text": text,
+            }
+    finally:  # also when the reader stops early (max_per_source)
+        tally.report()
 
 
 def iter_records(
@@ -107,18 +161,20 @@ def _records(
         return
     if _is_hf_dataset(source):
         rows = itertools.islice(iter(source), skip, stop)
+        tally = RecordTally("dataset", "row")
         for number, row in enumerate(rows, start=skip):
+            text = _record_text(row, text_field, title_field, f"dataset row {number}", tally, number)
+            if text is None:
+                continue
             record_id = row.get("_id", row.get("id"))
-            yield {
-                "id": str(record_id) if record_id is not None else str(number),
-                "text": _record_text(row, text_field, title_field, f"dataset row {number}"),
-            }
+            yield {"id": clean_text(str(record_id)) if record_id is not None else str(number), "text": text}
+        tally.report()
         return
     if isinstance(source, Iterable):
         for number, text in enumerate(itertools.islice(source, skip, stop), start=skip):
             if not isinstance(text, str):
                 raise TypeError(f"corpus item {number} is {type(text).__name__}, not a string")
-            yield {"id": str(number), "text": text}
+            yield {"id": str(number), "text": clean_text(text)}
         return
     raise TypeError(f"unsupported corpus type: {type(source).__name__}")
 

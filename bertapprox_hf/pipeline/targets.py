@@ -406,6 +406,7 @@ def _load_folder(out_dir: str, streaming: bool):
             f"{out_dir}: {MANIFEST} lists {manifest['num_shards']} shards but shards {list(shards)[:10]}... are "
             "there; run the build again"
         )
+    check_shards_readable(out_dir, shards)
     dataset = load_dataset("parquet", data_files=list(shards.values()), split="train", streaming=streaming)
     if not streaming and len(dataset) != manifest["num_records"]:
         raise ValueError(
@@ -413,6 +414,21 @@ def _load_folder(out_dir: str, streaming: bool):
             "run the build again"
         )
     return dataset
+
+
+def check_shards_readable(out_dir: str, shards: dict[int, str]) -> None:
+    """Raise ``ValueError`` naming the first shard whose parquet footer cannot be read (a truncated or damaged
+    file), with the command that repairs it."""
+    import pyarrow.parquet as pq
+
+    for path in shards.values():
+        try:
+            pq.read_metadata(path)
+        except Exception as error:  # pyarrow raises its own error types for damaged files
+            raise ValueError(
+                f"{out_dir}: shard {os.path.basename(path)} is damaged ({error}); run the same `bertapprox targets "
+                "build` command again: it re-encodes the damaged shard and keeps the others"
+            ) from error
 
 
 def targets_columns(dataset) -> tuple[list[str], list[str], np.ndarray]:

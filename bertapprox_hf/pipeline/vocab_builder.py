@@ -288,6 +288,7 @@ def build_vocabulary(
             "do_lower_case": lowercase,
             "strip_accents": strip_accents,
             "skipgram_max_gap": config.skipgram_max_gap,
+            "special_tokens": list(teacher.tokenizer.all_special_tokens),  # read whole by the teacher
         },
         "corpus": {**(corpus_description or {}), "texts": counter.num_texts, "words": counter.num_words},
         "settings": asdict(config),

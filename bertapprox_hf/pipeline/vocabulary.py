@@ -87,6 +87,7 @@ class Vocabulary:
             skipgram_max_gap=settings.get("skipgram_max_gap", 2),
             teacher_window=int(self.metadata.get("teacher", {}).get("max_length") or 0),
             wordpiece_entries=kinds.get("wordpiece", 0),
+            teacher_special_tokens=settings.get("special_tokens"),  # None (older vocabularies): BERT's
         )
 
     def save(self, folder: str) -> None:

@@ -34,6 +34,7 @@ from .data import Batcher, StreamingTargetData, TargetData
 from .losses import distillation_loss
 from .metrics import fidelity
 from .ranking import RankingData, RankingValidation, ranking_loss, stack_inputs
+from .recovery import staged_folder, truncate_metrics_log
 from .student import create_student, load_student_to_train, teacher_dim
 
 LATEST = "latest"
@@ -198,10 +199,12 @@ class Trainer:
         folder = os.path.join(self.output_dir, "best")
         tmp = folder + ".tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        self.accelerator.unwrap_model(self.model).save_pretrained(tmp)
-        record = {"step": self.state.step, "metrics": metrics, "config": to_dict(self.config), "teacher": self.teacher}
-        with open(os.path.join(tmp, "training.json"), "w", encoding="utf-8") as handle:
-            json.dump(record, handle, indent=1)
+        with staged_folder(tmp, "the best model"):  # a failed save (full disk) leaves no best.tmp behind
+            self.accelerator.unwrap_model(self.model).save_pretrained(tmp)
+            record = {"step": self.state.step, "metrics": metrics, "config": to_dict(self.config)}
+            record["teacher"] = self.teacher
+            with open(os.path.join(tmp, "training.json"), "w", encoding="utf-8") as handle:
+                json.dump(record, handle, indent=1)
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(tmp, folder)
 
@@ -213,9 +216,10 @@ class Trainer:
         if self.accelerator.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
         self.accelerator.wait_for_everyone()
-        self.accelerator.save_state(tmp, safe_serialization=True)
-        if self.average is not None and self.accelerator.is_main_process:
-            self.average.save(tmp)
+        with staged_folder(tmp, "a checkpoint"):
+            self.accelerator.save_state(tmp, safe_serialization=True)
+            if self.average is not None and self.accelerator.is_main_process:
+                self.average.save(tmp)
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             final = os.path.join(folder, name)
@@ -251,6 +255,8 @@ class Trainer:
             self.average.load(checkpoint)
         elif os.path.isfile(os.path.join(checkpoint, AVERAGE_FILE)):
             self.accelerator.print(f"{checkpoint} holds a weight average; optim.ema_decay is 0, so it is not used")
+        if self.accelerator.is_main_process:  # the steps after the checkpoint are logged again
+            truncate_metrics_log(os.path.join(self.output_dir, "metrics.jsonl"), self.state.step)
         self.accelerator.print(f"resumed from {checkpoint} at step {self.state.step}")
         return True
 
