@@ -35,6 +35,8 @@ inline const Record& record(uint32_t cp) {
   return kRecords[kStage2[(static_cast<uint32_t>(kStage1[cp >> kBlockShift]) << kBlockShift) | (cp & 0xFF)]];
 }
 
+uint16_t kAsciiFlags[128];  // record(cp).flags of ASCII, filled when the module loads
+
 // Open-addressing hash map from 64-bit keys to int32 values (-1: absent).
 class FlatMap {
  public:
@@ -101,54 +103,97 @@ class FlatMap {
   size_t count_ = 0;
 };
 
-// A trie over code points; node 0 is the root and every node carries an int32 value (-1: none).
-class CharTrie {
+// A set of code point strings, each with a dense id in insertion order. Open addressing over 64-bit hashes,
+// every hit confirmed against the stored string: lookups cost a hash and about two memory reads.
+class StringTable {
  public:
-  CharTrie() : values_(1, -1) {}
+  StringTable() : slots_(16, Slot{0, -1}), mask_(15), offsets_(1, 0) {}
+
+  static uint64_t hash(const uint32_t* text, size_t length) {
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t k = 0; k < length; ++k) h = (h ^ text[k]) * 0x100000001b3ULL;
+    return finish(h, length);
+  }
+
+  // Incremental form of hash(): start with kSeed, step() each code point, finish() with the length.
+  static constexpr uint64_t kSeed = 0xcbf29ce484222325ULL;
+  static uint64_t step(uint64_t h, uint32_t cp) { return (h ^ cp) * 0x100000001b3ULL; }
+  static uint64_t finish(uint64_t h, size_t length) {
+    h ^= length;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    return h;
+  }
+
+  int32_t find(const uint32_t* text, size_t length, uint64_t h) const {
+    for (uint64_t slot = h & mask_;; slot = (slot + 1) & mask_) {
+      const Slot& s = slots_[slot];
+      if (s.id < 0) return -1;
+      if (s.hash == h && equals(s.id, text, length)) return s.id;
+    }
+  }
+
+  int32_t find(const uint32_t* text, size_t length) const { return find(text, length, hash(text, length)); }
 
   int32_t insert(const std::u32string& key) {
-    int32_t node = 0;
-    for (char32_t cp : key) {
-      node = children_.get_or_insert(edge(node, cp), [this] {
-        values_.push_back(-1);
-        return static_cast<int32_t>(values_.size() - 1);
-      });
-    }
-    return node;
+    const uint32_t* text = reinterpret_cast<const uint32_t*>(key.data());
+    uint64_t h = hash(text, key.size());
+    int32_t found = find(text, key.size(), h);
+    if (found >= 0) return found;
+    if ((size() + 1) * 2 > slots_.size()) grow();
+    int32_t id = static_cast<int32_t>(size());
+    pool_.insert(pool_.end(), text, text + key.size());
+    offsets_.push_back(pool_.size());
+    place(Slot{h, id});
+    longest_ = std::max(longest_, key.size());
+    return id;
   }
 
-  int32_t child(int32_t node, uint32_t cp) const { return children_.get(edge(node, cp)); }
-  int32_t& value(int32_t node) { return values_[node]; }
-  int32_t value(int32_t node) const { return values_[node]; }
-  size_t size() const { return values_.size(); }
-
-  // The value of the longest key with a value among the prefixes of text[start:end] (end of that key in *stop).
-  int32_t longest(const uint32_t* text, size_t start, size_t end, size_t* stop) const {
-    int32_t node = 0, best = -1;
-    for (size_t k = start; k < end; ++k) {
-      node = child(node, text[k]);
-      if (node < 0) break;
-      if (values_[node] >= 0) {
-        best = values_[node];
-        *stop = k + 1;
-      }
-    }
-    return best;
-  }
+  size_t size() const { return offsets_.size() - 1; }
+  size_t longest() const { return longest_; }
+  const uint32_t* text(int32_t id) const { return pool_.data() + offsets_[id]; }
+  size_t length(int32_t id) const { return offsets_[id + 1] - offsets_[id]; }
 
  private:
-  static uint64_t edge(int32_t node, uint32_t cp) { return (static_cast<uint64_t>(node) << 21) | cp; }
+  struct Slot {
+    uint64_t hash;
+    int32_t id;
+  };
 
-  FlatMap children_;
-  std::vector<int32_t> values_;
+  bool equals(int32_t id, const uint32_t* text, size_t length) const {
+    return this->length(id) == length && std::memcmp(this->text(id), text, length * sizeof(uint32_t)) == 0;
+  }
+
+  void place(const Slot& slot) {
+    uint64_t k = slot.hash & mask_;
+    while (slots_[k].id >= 0) k = (k + 1) & mask_;
+    slots_[k] = slot;
+  }
+
+  void grow() {
+    std::vector<Slot> old = std::move(slots_);
+    slots_.assign(old.size() * 2, Slot{0, -1});
+    mask_ = slots_.size() - 1;
+    for (const Slot& slot : old) {
+      if (slot.id >= 0) place(slot);
+    }
+  }
+
+  std::vector<Slot> slots_;
+  uint64_t mask_;
+  std::vector<uint32_t> pool_;
+  std::vector<size_t> offsets_;
+  size_t longest_ = 0;
 };
 
-// A word of a text: its first code points (enough for every rule that reads them) and its vocabulary node.
+// A word of a text: its first code points (enough for every rule that reads them) and its vocabulary id.
 struct Word {
   uint32_t start;   // into Workspace::chars
-  uint32_t stored;  // code points kept (at most max_chars_per_word + 1)
+  uint32_t stored;  // code points kept
   uint64_t length;  // code points of the whole word
-  int32_t node;     // the word's node in the word trie, -1 when no vocabulary string equals it
+  uint64_t hash;    // StringTable hash while being read
+  int32_t id;       // the vocabulary word equal to it, -1 if none
 };
 
 // Per-thread scratch space, reused across texts.
@@ -179,6 +224,8 @@ class BagTokenizer {
              size_t teacher_count) {
     static const std::u32string kSkip = U" <skip> ";
     ngram_entries_.push_back(-1);  // n-gram node 0: the root
+    std::vector<std::pair<int32_t, int32_t>> skip_pairs;
+    std::vector<int32_t> skip_ids;
     for (size_t id = 0; id < entries.size(); ++id) {
       const std::u32string& entry = entries[id];
       if (special[id]) continue;
@@ -186,39 +233,45 @@ class BagTokenizer {
       if (skip != std::u32string::npos) {
         int32_t first = words_.insert(entry.substr(0, skip));
         int32_t second = words_.insert(entry.substr(skip + kSkip.size()));
-        skipgrams_.set(pair(first, second), static_cast<int32_t>(id));
-        skip_first_.set(static_cast<uint64_t>(first), 1);
+        skip_pairs.emplace_back(first, second);
+        skip_ids.push_back(static_cast<int32_t>(id));
       } else if (entry.find(U' ') != std::u32string::npos) {
         add_ngram(entry, static_cast<int32_t>(id));
       } else if (entry.size() > 2 && entry[0] == U'#' && entry[1] == U'#') {
-        pieces_.value(pieces_.insert(entry.substr(2))) = static_cast<int32_t>(id);
+        int32_t piece = pieces_.insert(entry.substr(2));
+        piece_ids_.resize(pieces_.size(), -1);
+        piece_ids_[piece] = static_cast<int32_t>(id);
       } else {
         add_ngram(entry, static_cast<int32_t>(id));
       }
     }
-    // The first piece of a fallback split: any entry that is a top-level node of the n-gram trie.
-    first_pieces_.assign(words_.size(), -1);
-    teacher_words_.assign(words_.size(), -1);
-    for (size_t node = 0; node < words_.size(); ++node) {
-      int32_t top = ngrams_.get(pair(0, static_cast<int32_t>(node)));
-      if (top >= 0) first_pieces_[node] = ngram_entries_[top];
-    }
     // The teacher's own whole-word tokens.
+    std::vector<std::pair<int32_t, int32_t>> teacher;
     size_t end = std::min(entries.size(), teacher_first + teacher_count);
     for (size_t id = teacher_first; id < end; ++id) {
       const std::u32string& entry = entries[id];
       if (special[id] || entry.find(U' ') != std::u32string::npos) continue;
       if (entry.size() > 2 && entry[0] == U'#' && entry[1] == U'#') continue;
-      int32_t node = words_.insert(entry);
-      if (static_cast<size_t>(node) >= teacher_words_.size()) {
-        teacher_words_.resize(node + 1, -1);
-        first_pieces_.resize(node + 1, -1);
-      }
-      teacher_words_[node] = static_cast<int32_t>(id);
+      teacher.emplace_back(words_.insert(entry), static_cast<int32_t>(id));
     }
-    first_pieces_.resize(words_.size(), -1);
-    teacher_words_.resize(words_.size(), -1);
-    words_.value(0) = -1;
+    info_.assign(words_.size(), WordInfo{});
+    for (size_t k = 0; k < skip_pairs.size(); ++k) {
+      skipgrams_.set(pair(skip_pairs[k].first, skip_pairs[k].second), skip_ids[k]);
+      info_[skip_pairs[k].first].skip_first = true;
+    }
+    for (const auto& [word, id] : teacher) info_[word].teacher_id = id;
+    for (size_t word = 0; word < words_.size(); ++word) {
+      WordInfo& info = info_[word];
+      info.top_node = ngrams_.get(pair(0, static_cast<int32_t>(word)));
+      // The first piece of a fallback split: any entry that is a top-level node of the n-gram trie.
+      info.first_piece = info.top_node >= 0 ? ngram_entries_[info.top_node] : -1;
+    }
+    for (size_t word = 0; word < words_.size(); ++word) {
+      info_[word].teacher_tokens = count_teacher_tokens(words_.text(static_cast<int32_t>(word)),
+                                                        words_.length(static_cast<int32_t>(word)));
+    }
+    keep_ = static_cast<uint32_t>(
+        std::max<uint64_t>(static_cast<uint64_t>(settings.max_chars_per_word), words_.longest()) + 1);
   }
 
   // The normalized words of text[0:length), passed one by one to take(word) until it returns false.
@@ -271,17 +324,18 @@ class BagTokenizer {
     const size_t n = words.size();
     size_t i = 0;
     while (i < n) {
-      int32_t level = 0, match_id = -1;
+      int32_t match_id = -1;
       size_t match_len = 0;
-      for (size_t j = i; j < n; ++j) {
-        if (words[j].node < 0) break;
-        int32_t next = ngrams_.get(pair(level, words[j].node));
-        if (next < 0) break;
-        if (ngram_entries_[next] >= 0) {
-          match_id = ngram_entries_[next];
-          match_len = j + 1 - i;
+      if (words[i].id >= 0) {
+        int32_t level = info_[words[i].id].top_node;
+        for (size_t j = i + 1; level >= 0; ++j) {
+          if (ngram_entries_[level] >= 0) {
+            match_id = ngram_entries_[level];
+            match_len = j - i;
+          }
+          if (j >= n || words[j].id < 0) break;
+          level = ngrams_.get(pair(level, words[j].id));
         }
-        level = next;
       }
       if (match_len) {
         bag.push_back(match_id);
@@ -290,13 +344,13 @@ class BagTokenizer {
         match_len = 1;
       }
       for (size_t position = i; position < i + match_len; ++position) {
-        int32_t first = words[position].node;
-        if (first < 0 || skip_first_.get(static_cast<uint64_t>(first)) < 0) continue;
+        int32_t first = words[position].id;
+        if (first < 0 || !info_[first].skip_first) continue;
         for (int64_t g = 1; g <= settings.skipgram_max_gap; ++g) {
           size_t k = position + static_cast<size_t>(g) + 1;
           if (k >= n) break;
-          if (words[k].node < 0) continue;
-          int32_t skip_id = skipgrams_.get(pair(first, words[k].node));
+          if (words[k].id < 0) continue;
+          int32_t skip_id = skipgrams_.get(pair(first, words[k].id));
           if (skip_id >= 0) bag.push_back(skip_id);
         }
       }
@@ -322,6 +376,14 @@ class BagTokenizer {
   }
 
  private:
+  struct WordInfo {
+    int32_t top_node = -1;     // n-gram trie node of the word alone
+    int32_t first_piece = -1;  // entry id as the first piece of a fallback split
+    int32_t teacher_id = -1;   // entry id of the teacher's own whole word
+    int32_t teacher_tokens = 1;
+    bool skip_first = false;   // starts a skip-gram
+  };
+
   static uint64_t pair(int32_t a, int32_t b) {
     return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
   }
@@ -378,9 +440,16 @@ class BagTokenizer {
     bool ascii = true;
     for (size_t k = start; k < end; ++k) {
       uint32_t cp = PyUnicode_READ(kind, data, k);
+      if (cp < 0x80) {
+        if (cp < 0x20 || cp == 0x7F) {
+          if (record(cp).flags & kDrop) continue;
+        }
+        kept.push_back(cp);
+        continue;
+      }
       if (record(cp).flags & kDrop) continue;
       kept.push_back(cp);
-      ascii &= cp < 0x80;
+      ascii = false;
     }
     std::vector<uint32_t>* text = &kept;
     if (settings.lowercase) {
@@ -434,7 +503,7 @@ class BagTokenizer {
     }
     size_t kept_marks = 0;
     for (uint32_t cp : out) {
-      if (!(record(cp).flags & kMark)) out[kept_marks++] = cp;
+      if (cp < 0x300 || !(record(cp).flags & kMark)) out[kept_marks++] = cp;
     }
     out.resize(kept_marks);
     return out;
@@ -444,28 +513,27 @@ class BagTokenizer {
   template <typename Take>
   bool split_chunk(int kind, const void* data, size_t start, size_t end, Workspace& ws, Take take) const {
     const std::vector<uint32_t>& text = normalize_chunk(kind, data, start, end, ws);
-    const uint32_t keep = static_cast<uint32_t>(settings.max_chars_per_word) + 1;
-    Word word{0, 0, 0, 0};
+    Word word{0, 0, 0, StringTable::kSeed, -1};
     auto append = [&](uint32_t cp) {
-      if (word.length == 0) {
-        word.start = static_cast<uint32_t>(ws.chars.size());
-        word.node = 0;
-      }
-      if (word.stored < keep) {
+      if (word.length == 0) word.start = static_cast<uint32_t>(ws.chars.size());
+      if (word.stored < keep_) {
         ws.chars.push_back(cp);
         ++word.stored;
+        word.hash = StringTable::step(word.hash, cp);
       }
       ++word.length;
-      if (word.node >= 0) word.node = words_.child(word.node, cp);
     };
     auto finish = [&]() {
       if (!word.length) return true;
+      if (word.length == word.stored) {
+        word.id = words_.find(ws.chars.data() + word.start, word.stored, StringTable::finish(word.hash, word.stored));
+      }
       bool more = take(word);
-      word = Word{0, 0, 0, 0};
+      word = Word{0, 0, 0, StringTable::kSeed, -1};
       return more;
     };
     for (uint32_t cp : text) {
-      uint16_t flags = record(cp).flags;
+      uint16_t flags = cp < 0x80 ? kAsciiFlags[cp] : record(cp).flags;
       if (flags & kSpace) {
         if (!finish()) return false;
       } else if (flags & kSingle) {
@@ -479,33 +547,29 @@ class BagTokenizer {
     return finish();
   }
 
-  // WordPiece of one word (greedy longest prefix first); first_ids: value of a word node as a first piece.
-  // Appends the pieces to out and returns their number, or appends the unknown id and returns 0.
-  size_t greedy_pieces(const Word& word, const Workspace& ws, const std::vector<int32_t>& first_ids,
-                       std::vector<int32_t>* out) const {
-    if (word.length > static_cast<uint64_t>(settings.max_chars_per_word)) {
+  // WordPiece of text[0:length) (greedy longest prefix first), a first piece being a vocabulary word whose
+  // first_id(info) is >= 0. Appends the pieces to out (when given) and returns their number; 0 when the word
+  // cannot be split (then out gets the unknown id).
+  template <typename FirstId>
+  size_t greedy_pieces(const uint32_t* text, size_t length, FirstId first_id, std::vector<int32_t>* out) const {
+    if (length > static_cast<size_t>(settings.max_chars_per_word)) {
       if (out) out->push_back(unk_id);
       return 0;
     }
-    const uint32_t* chars = ws.chars.data() + word.start;
-    const size_t length = word.stored;
     size_t before = out ? out->size() : 0, count = 0;
     size_t start = 0;
     while (start < length) {
       int32_t found = -1;
-      size_t stop = start;
-      if (start == 0) {
-        int32_t node = 0;
-        for (size_t k = 0; k < length; ++k) {
-          node = words_.child(node, chars[k]);
-          if (node < 0) break;
-          if (first_ids[node] >= 0) {
-            found = first_ids[node];
-            stop = k + 1;
-          }
+      size_t stop = length;
+      for (; stop > start; --stop) {
+        if (start == 0) {
+          int32_t word = words_.find(text, stop);
+          found = word >= 0 ? first_id(info_[word]) : -1;
+        } else {
+          int32_t piece = pieces_.find(text + start, stop - start);
+          found = piece >= 0 ? piece_ids_[piece] : -1;
         }
-      } else {
-        found = pieces_.longest(chars, start, length, &stop);
+        if (found >= 0) break;
       }
       if (found < 0) {
         if (out) {
@@ -522,23 +586,34 @@ class BagTokenizer {
   }
 
   void word_pieces(const Word& word, const Workspace& ws, std::vector<int32_t>& bag) const {
-    greedy_pieces(word, ws, first_pieces_, &bag);
+    if (word.length > word.stored) {
+      bag.push_back(unk_id);  // longer than max_chars_per_word
+      return;
+    }
+    greedy_pieces(ws.chars.data() + word.start, word.stored, [](const WordInfo& info) { return info.first_piece; },
+                  &bag);
+  }
+
+  int32_t count_teacher_tokens(const uint32_t* text, size_t length) const {
+    size_t count = greedy_pieces(text, length, [](const WordInfo& info) { return info.teacher_id; }, nullptr);
+    return count ? static_cast<int32_t>(count) : 1;
   }
 
   // Tokens the teacher's WordPiece makes of one word (at least 1: the unknown token).
   int64_t teacher_token_count(const Word& word, const Workspace& ws) const {
-    size_t count = greedy_pieces(word, ws, teacher_words_, nullptr);
-    return count ? static_cast<int64_t>(count) : 1;
+    if (word.id >= 0) return info_[word.id].teacher_tokens;
+    if (word.length > word.stored) return 1;
+    return count_teacher_tokens(ws.chars.data() + word.start, word.stored);
   }
 
-  CharTrie words_;   // every vocabulary word (n-gram parts, skip-gram parts, the teacher's words)
-  CharTrie pieces_;  // "##" pieces without their prefix
-  FlatMap ngrams_;   // (n-gram node, word node) -> n-gram node
+  StringTable words_;   // every vocabulary word (n-gram parts, skip-gram parts, the teacher's words)
+  StringTable pieces_;  // "##" pieces without their prefix
+  std::vector<int32_t> piece_ids_;      // piece -> entry id
+  std::vector<WordInfo> info_;          // word -> what the rules need of it
+  FlatMap ngrams_;                      // (n-gram node, word) -> n-gram node
   std::vector<int32_t> ngram_entries_;  // entry id of an n-gram node, -1 if none ends there
-  FlatMap skipgrams_;                   // (first word node, second word node) -> entry id
-  FlatMap skip_first_;                  // word nodes that start a skip-gram
-  std::vector<int32_t> first_pieces_;   // word node -> entry id as the first piece of a fallback split
-  std::vector<int32_t> teacher_words_;  // word node -> entry id of the teacher's own whole word
+  FlatMap skipgrams_;                   // (first word, second word) -> entry id
+  uint32_t keep_ = 101;                 // code points kept of a word: more than any rule reads
 };
 
 // --- Python binding -----------------------------------------------------------------------------------------
@@ -655,6 +730,10 @@ PyObject* Encoder_encode_batch(EncoderObject* self, PyObject* args) {
   if (!PyArg_ParseTuple(args, "O|Li", &texts, &max_entries, &threads) || !ready(self)) return nullptr;
   if (max_entries < 0) {
     PyErr_SetString(PyExc_ValueError, "max_entries must not be negative");
+    return nullptr;
+  }
+  if (PyUnicode_Check(texts)) {
+    PyErr_SetString(PyExc_TypeError, "texts must be a list of str, not one str");
     return nullptr;
   }
   PyObject* sequence = PySequence_Fast(texts, "texts must be a list of str");
@@ -797,6 +876,7 @@ PyMODINIT_FUNC PyInit__fastbag(void) {
   kEncoderType.tp_init = reinterpret_cast<initproc>(Encoder_init);
   kEncoderType.tp_dealloc = reinterpret_cast<destructor>(Encoder_dealloc);
   kEncoderType.tp_methods = kEncoderMethods;
+  for (uint32_t cp = 0; cp < 128; ++cp) kAsciiFlags[cp] = record(cp).flags;
   if (PyType_Ready(&kEncoderType) < 0) return nullptr;
   PyObject* module = PyModule_Create(&kModule);
   if (!module) return nullptr;
