@@ -49,6 +49,12 @@ class FlatMap {
     }
   }
 
+  void prefetch(uint64_t key) const {
+    uint64_t slot = mix(key) & mask_;
+    __builtin_prefetch(&keys_[slot]);
+    __builtin_prefetch(&values_[slot]);
+  }
+
   // The value of key, inserting make() first if absent.
   template <typename Make>
   int32_t get_or_insert(uint64_t key, Make make) {
@@ -136,6 +142,14 @@ class StringTable {
 
   int32_t find(const uint32_t* text, size_t length) const { return find(text, length, hash(text, length)); }
 
+  void prefetch(uint64_t h) const { __builtin_prefetch(&slots_[h & mask_]); }
+
+  // After prefetch(h): fetch the stored string of the first slot whose hash is h (the likely match).
+  void prefetch_text(uint64_t h) const {
+    const Slot& s = slots_[h & mask_];
+    if (s.id >= 0 && s.hash == h) __builtin_prefetch(pool_.data() + offsets_[s.id]);
+  }
+
   int32_t insert(const std::u32string& key) {
     const uint32_t* text = reinterpret_cast<const uint32_t*>(key.data());
     uint64_t h = hash(text, key.size());
@@ -201,7 +215,7 @@ struct Workspace {
   std::vector<uint32_t> kept, lowered, decomposed;
   std::vector<uint8_t> classes;
   std::vector<uint32_t> chars;
-  std::vector<Word> words;
+  std::vector<Word> words, pending;
   std::vector<int32_t> bag;
 };
 
@@ -322,6 +336,12 @@ class BagTokenizer {
     bag.clear();
     const std::vector<Word>& words = ws.words;
     const size_t n = words.size();
+    for (size_t k = 0; k + 1 < n; ++k) {
+      if (words[k].id < 0) continue;
+      const WordInfo& info = info_[words[k].id];
+      if (info.top_node >= 0 && words[k + 1].id >= 0) ngrams_.prefetch(pair(info.top_node, words[k + 1].id));
+      if (info.skip_first && k + 2 < n && words[k + 2].id >= 0) skipgrams_.prefetch(pair(words[k].id, words[k + 2].id));
+    }
     size_t i = 0;
     while (i < n) {
       int32_t match_id = -1;
@@ -509,10 +529,13 @@ class BagTokenizer {
     return out;
   }
 
-  // Normalize text[start:end) and pass its words to take(); false once take() has had enough.
+  // Normalize text[start:end) and pass its words to take(); false once take() has had enough. The chunk's words
+  // are split first and looked up together, so that their memory reads overlap.
   template <typename Take>
   bool split_chunk(int kind, const void* data, size_t start, size_t end, Workspace& ws, Take take) const {
     const std::vector<uint32_t>& text = normalize_chunk(kind, data, start, end, ws);
+    std::vector<Word>& pending = ws.pending;
+    pending.clear();
     Word word{0, 0, 0, StringTable::kSeed, -1};
     auto append = [&](uint32_t cp) {
       if (word.length == 0) word.start = static_cast<uint32_t>(ws.chars.size());
@@ -524,27 +547,34 @@ class BagTokenizer {
       ++word.length;
     };
     auto finish = [&]() {
-      if (!word.length) return true;
-      if (word.length == word.stored) {
-        word.id = words_.find(ws.chars.data() + word.start, word.stored, StringTable::finish(word.hash, word.stored));
-      }
-      bool more = take(word);
+      if (!word.length) return;
+      word.hash = StringTable::finish(word.hash, word.stored);
+      pending.push_back(word);
       word = Word{0, 0, 0, StringTable::kSeed, -1};
-      return more;
     };
     for (uint32_t cp : text) {
       uint16_t flags = cp < 0x80 ? kAsciiFlags[cp] : record(cp).flags;
       if (flags & kSpace) {
-        if (!finish()) return false;
+        finish();
       } else if (flags & kSingle) {
-        if (!finish()) return false;
+        finish();
         append(cp);
-        if (!finish()) return false;
+        finish();
       } else {
         append(cp);
       }
     }
-    return finish();
+    finish();
+    for (const Word& w : pending) words_.prefetch(w.hash);
+    for (const Word& w : pending) words_.prefetch_text(w.hash);
+    for (Word& w : pending) {
+      if (w.length == w.stored) w.id = words_.find(ws.chars.data() + w.start, w.stored, w.hash);
+      if (w.id >= 0) __builtin_prefetch(&info_[w.id]);
+    }
+    for (const Word& w : pending) {
+      if (!take(w)) return false;
+    }
+    return true;
   }
 
   // WordPiece of text[0:length) (greedy longest prefix first), a first piece being a vocabulary word whose
