@@ -3,11 +3,12 @@
 The C++ extension ``bertapprox_hf._fastbag`` is built by ``pip install`` where a compiler is present. Without it
 (or with ``BERTAPPROX_PURE_PYTHON_TOKENIZER=1``) the pure-Python ``BagEncoder`` does the work, and a warning says
 so once. Copied next to the model as remote code: the saved tokenizer uses the compiled path whenever an installed
-``bertapprox_hf`` provides it. Imports only the standard library.
+``bertapprox_hf`` provides it. Imports only the standard library, ``regex`` and a sibling module.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import os
@@ -36,12 +37,16 @@ def load_extension():
         return None
     module = None
     # Relative from the package; absolute from a model folder's copy of this file (remote code).
-    for name, package in (("._fastbag", __package__), ("bertapprox_hf._fastbag", None)):
+    candidates = [("._fastbag", __package__)] if __package__ else []
+    for name, package in candidates + [("bertapprox_hf._fastbag", None)]:
         try:
             module = importlib.import_module(name, package)
             break
         except ImportError:
             continue
+        except Exception as error:  # a broken installation must not break the tokenizer
+            _warn_once(f"the compiled tokenizer could not be imported ({type(error).__name__}: {error})")
+            return None
     if module is None:
         _warn_once("the compiled tokenizer bertapprox_hf._fastbag is not built")
         return None
@@ -54,7 +59,28 @@ def load_extension():
             f"{unicodedata.unidata_version} (regenerate with scripts/gen_unicode_tables.py)"
         )
         return None
+    if not _tables_agree(module):
+        _warn_once(
+            f"the compiled tokenizer's tables (regex {module.REGEX_VERSION}) disagree with this regex "
+            "(regenerate with scripts/gen_unicode_tables.py)"
+        )
+        return None
     return module
+
+
+@functools.lru_cache(maxsize=1)
+def _tables_agree(module) -> bool:
+    """Whether the tables made with another ``regex`` release still split like this one (checked on a sample of
+    code points once per process; the same release needs no check)."""
+    import regex
+
+    if module.REGEX_VERSION == regex.__version__:
+        return True
+    from .text_normalization import normalize_text, split_words
+
+    probe = module.Encoder(["[PAD]", "[UNK]"], frozenset(["[PAD]"]), 1)
+    text = " ".join(chr(cp) for cp in range(0, 0x110000, 7))
+    return probe.normalize(text) == normalize_text(text) and probe.words(text) == split_words(text)
 
 
 def default_threads() -> int:

@@ -126,6 +126,7 @@ def generate() -> str:
 
 namespace bagtok_tables {{
 constexpr const char* kUnidataVersion = "{unicodedata.unidata_version}";
+constexpr const char* kRegexVersion = "{regex.__version__}";
 constexpr uint16_t kDrop = {DROP}, kMark = {MARK}, kSpace = {SPACE}, kSingle = {SINGLE}, kCased = {CASED},
                    kIgnorable = {IGNORABLE}, kSafe = {SAFE};
 constexpr uint32_t kBlockShift = {BLOCK.bit_length() - 1};

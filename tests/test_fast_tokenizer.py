@@ -333,3 +333,11 @@ def test_word_cache_default_budget_is_bytes_not_entries():
     assert cache("w999" + "x" * 90) == (1, 2, 3) and len(calls) == 1000  # the newest is kept
     with pytest.raises(ValueError, match="max_bytes"):
         WordCache(len, max_word_chars=1, max_bytes=0)
+
+
+def test_tables_made_with_another_regex_release_are_checked(module):
+    class OtherRelease:
+        Encoder = module.Encoder
+        REGEX_VERSION = "0"
+
+    assert fast_bags._tables_agree(OtherRelease())

@@ -913,7 +913,8 @@ PyMODINIT_FUNC PyInit__fastbag(void) {
   Py_INCREF(&kEncoderType);
   if (PyModule_AddObject(module, "Encoder", reinterpret_cast<PyObject*>(&kEncoderType)) < 0 ||
       PyModule_AddIntConstant(module, "ALGORITHM_VERSION", kAlgorithmVersion) < 0 ||
-      PyModule_AddStringConstant(module, "UNIDATA_VERSION", kUnidataVersion) < 0) {
+      PyModule_AddStringConstant(module, "UNIDATA_VERSION", kUnidataVersion) < 0 ||
+      PyModule_AddStringConstant(module, "REGEX_VERSION", kRegexVersion) < 0) {
     Py_DECREF(module);
     return nullptr;
   }

@@ -6,6 +6,7 @@
 
 namespace bagtok_tables {
 constexpr const char* kUnidataVersion = "14.0.0";
+constexpr const char* kRegexVersion = "2026.5.9";
 constexpr uint16_t kDrop = 1, kMark = 2, kSpace = 4, kSingle = 8, kCased = 16,
                    kIgnorable = 32, kSafe = 64;
 constexpr uint32_t kBlockShift = 8;
