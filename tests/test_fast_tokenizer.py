@@ -204,6 +204,8 @@ CORPORA = [
     "msmarco-passage-dl19/queries.jsonl",
     "beir/scifact/corpus.jsonl",
     "beir/scifact/queries.jsonl",
+    "sts/stsb/sts-train.csv",
+    "sts/stsb/sts-dev.csv",
     "sts/stsb/sts-test.csv",
 ]
 
@@ -341,3 +343,22 @@ def test_tables_made_with_another_regex_release_are_checked(module):
         REGEX_VERSION = "0"
 
     assert fast_bags._tables_agree(OtherRelease())
+
+
+def resident_mb() -> float:
+    with open("/proc/self/status", encoding="ascii") as handle:
+        line = next(line for line in handle if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the resident size from /proc")
+def test_memory_stays_flat_under_unique_megabyte_words(windowed):
+    python, compiled = windowed
+    texts = [f"{k}" + "q" * 1_000_000 + f" new york {k}" for k in range(3)]
+    assert compiled.encode_batch(texts, 512, 1) == [python.encode(text) for text in texts]
+    before = resident_mb()
+    for k in range(100):
+        text = f"{k}" + chr(0x4E00 + k) * 50_000 + "z" * 950_000 + " the end"
+        compiled.encode(text, 512)
+        python.encode(text)
+    assert resident_mb() - before < 64

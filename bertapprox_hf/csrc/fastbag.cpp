@@ -690,6 +690,10 @@ int Encoder_init(EncoderObject* self, PyObject* args, PyObject* kwargs) {
                                    &unk_id, &lowercase, &strip_accents, &gap, &max_chars, &window, &teacher_first,
                                    &teacher_count))
     return -1;
+  if (self->tokenizer) {  // other threads may be reading the tables: they are never replaced
+    PyErr_SetString(PyExc_RuntimeError, "the encoder is already initialised");
+    return -1;
+  }
   if (!PyList_Check(entries)) {
     PyErr_SetString(PyExc_TypeError, "entries must be a list of str");
     return -1;
@@ -721,8 +725,7 @@ int Encoder_init(EncoderObject* self, PyObject* args, PyObject* kwargs) {
   tokenizer->unk_id = unk_id;
   Py_BEGIN_ALLOW_THREADS tokenizer->build(strings, is_special, static_cast<size_t>(teacher_first),
                                           static_cast<size_t>(teacher_count));
-  Py_END_ALLOW_THREADS delete self->tokenizer;
-  self->tokenizer = tokenizer;
+  Py_END_ALLOW_THREADS self->tokenizer = tokenizer;
   return 0;
 }
 
@@ -775,18 +778,25 @@ PyObject* Encoder_encode_batch(EncoderObject* self, PyObject* args) {
     size_t length;
   };
   std::vector<Text> items(static_cast<size_t>(n));
+  std::vector<PyObject*> held;  // a reference to every text while the GIL is released (the list may change)
+  held.reserve(static_cast<size_t>(n));
+  auto release_all = [&held]() {
+    for (PyObject* text : held) Py_DECREF(text);
+  };
   size_t total = 0;
   for (Py_ssize_t k = 0; k < n; ++k) {
     PyObject* text = PySequence_Fast_GET_ITEM(sequence, k);
     if (!PyUnicode_Check(text)) {
       PyErr_Format(PyExc_TypeError, "item %zd is %s, not str", k, Py_TYPE(text)->tp_name);
+      release_all();
       Py_DECREF(sequence);
       return nullptr;
     }
+    Py_INCREF(text);
+    held.push_back(text);
     items[k] = Text{static_cast<int>(PyUnicode_KIND(text)), PyUnicode_DATA(text), static_cast<size_t>(PyUnicode_GET_LENGTH(text))};
     total += items[k].length;
   }
-  // The fast sequence holds a reference to every text while the GIL is released.
   std::vector<std::vector<int32_t>> bags(static_cast<size_t>(n));
   const BagTokenizer* tokenizer = self->tokenizer;
   Py_BEGIN_ALLOW_THREADS;
@@ -808,6 +818,7 @@ PyObject* Encoder_encode_batch(EncoderObject* self, PyObject* args) {
   work();
   for (std::thread& thread : pool) thread.join();
   Py_END_ALLOW_THREADS;
+  release_all();
   Py_DECREF(sequence);
   PyObject* result = PyList_New(n);
   if (!result) return nullptr;
