@@ -23,14 +23,15 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from functools import lru_cache
 
 import numpy as np
 from transformers import BatchEncoding, PreTrainedTokenizer
 from transformers.tokenization_utils_base import PaddingStrategy, TruncationStrategy
 
+from .fast_bags import compiled_bag_encoder
 from .special_tokens import BERT_SPECIAL_TOKENS, PLAIN, SPECIAL_START, special_token_pattern, words_with_special_marks
 from .text_normalization import iter_words
+from .word_cache import WordCache
 
 VOCAB_FILES_NAMES = {"vocab_file": "vocab.txt"}
 SKIP_MARKER = " <skip> "
@@ -79,6 +80,7 @@ class BagEncoder:
         self.skipgram_max_gap = skipgram_max_gap
         self.max_chars_per_word = max_chars_per_word
         special = set(special_tokens)
+        self.special_tokens = frozenset(special)
         # trie[word] = (entry id of the n-gram ending here or -1, children)
         self.trie: dict[str, tuple[int, dict]] = {}
         self.pieces: dict[str, int] = {}
@@ -94,16 +96,17 @@ class BagEncoder:
                 first, second = entry.split(SKIP_MARKER)
                 self.skipgrams[(first, second)] = i
         self.skip_first = {first for first, _ in self.skipgrams}
-        self._word_pieces = lru_cache(maxsize=65536)(self._word_pieces_uncached)
+        self._word_pieces = WordCache(self._word_pieces_uncached, max_chars_per_word)
         # The teacher reads at most teacher_window tokens ([CLS] and [SEP] included): words past them are cut.
         # Its own whole-word tokens are the wordpiece_entries entries after the special ones (all words if 0).
         if teacher_window < 0 or wordpiece_entries < 0:
             raise ValueError("teacher_window and wordpiece_entries must not be negative")
         self.teacher_window = teacher_window
+        self.wordpiece_entries = wordpiece_entries
         first = next((i for i, entry in enumerate(entries) if entry not in special), len(entries))
         teacher_words = entries[first : first + wordpiece_entries] if wordpiece_entries else entries
         self.teacher_words = {e: self.entry_to_id[e] for e in teacher_words if entry_kind(e, special) == "word"}
-        self._teacher_token_count = lru_cache(maxsize=65536)(self._teacher_token_count_uncached)
+        self._teacher_token_count = WordCache(self._teacher_token_count_uncached, max_chars_per_word)
         # The teacher reads its special tokens written in a text ("[CLS]") as one token each.
         specials = BERT_SPECIAL_TOKENS if teacher_special_tokens is None else teacher_special_tokens
         self._special_pattern = special_token_pattern(specials)
@@ -324,6 +327,8 @@ class BertApproxTokenizer(PreTrainedTokenizer):
             wordpiece_entries=wordpiece_entries,
             teacher_special_tokens=teacher_special_tokens,
         )
+        # The compiled twin of bag_encoder (same bags), or None: then bag_encoder tokenizes, in pure Python.
+        self.compiled_encoder = compiled_bag_encoder(self.bag_encoder)
         kwargs.setdefault("padding_side", "right")
         super().__init__(
             unk_token=unk_token,
@@ -371,7 +376,7 @@ class BertApproxTokenizer(PreTrainedTokenizer):
     def tokenize(self, text: str, **kwargs) -> list[str]:
         """Entry strings of ``text`` (its bag, in text order)."""
         entries = self.bag_encoder.entries
-        return [entries[i] for i in self.bag_encoder.encode(text)]
+        return [entries[i] for i in self.encode_bags([text])[0]]
 
     def _tokenize(self, text: str, **kwargs) -> list[str]:
         return self.tokenize(text)
@@ -382,6 +387,8 @@ class BertApproxTokenizer(PreTrainedTokenizer):
     def encode_bags(self, texts: list[str], max_entries: int = MAX_BAG_SIZE) -> list[list[int]]:
         """Entry ids of each text: the fast path, with no padding and no tensors."""
         check_texts(texts)
+        if self.compiled_encoder is not None and max_entries >= 0:
+            return self.compiled_encoder.encode_batch(texts, max_entries)
         return [self.bag_encoder.encode(text, max_entries) for text in texts]
 
     def _encode_plus(self, text, text_pair=None, **kwargs) -> BatchEncoding:
