@@ -83,3 +83,33 @@ def tiny_beir(tmp_path_factory) -> str:
         lines += [f"q{i}\td{(7 * i) % 60}\t2", f"q{i}\td{(7 * i + 3) % 60}\t1"]
     (folder / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n")
     return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_training_inputs(tiny_teacher, tiny_own_vocab, tiny_corpus_file, tmp_path_factory) -> dict:
+    """A vocabulary folder and a targets folder (the tiny corpus) of the tiny teacher."""
+    from bertapprox_hf.targets import build_targets
+
+    root = tmp_path_factory.mktemp("tiny-training")
+    tiny_own_vocab.save(str(root / "vocab"))
+    build_targets([tiny_corpus_file], tiny_teacher, str(root / "targets"), shard_size=256, show_progress_bar=False)
+    return {"vocab": str(root / "vocab"), "targets": str(root / "targets")}
+
+
+def tiny_training_config(inputs: dict, path: Path, **overrides) -> str:
+    """A training config file of a few seconds on the tiny inputs."""
+    import yaml
+
+    config = {
+        "data": {"vocab": inputs["vocab"], "targets": inputs["targets"], "val_fraction": 0.1},
+        "model": {"num_heads": 4, "intermediate_size": 32},
+        "optim": {"batch_size": 32, "epochs": 1, "lr": 0.003},
+        "eval": {"every_steps": 4},
+        "run": {"device": "cpu", "checkpoint_every": 4, "log_every": 4, "tensorboard": False,
+                "mixed_precision": "no"},
+    }  # fmt: skip
+    for key, value in overrides.items():
+        section, name = key.split("__")
+        config[section][name] = value
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
