@@ -162,3 +162,15 @@ def test_an_unknown_config_key_stops_the_study_before_it_starts(tiny_training_in
     assert main(study_args(config, space, tmp_path / "study", 2)) == 2
     assert "optim.learning_rate" in capsys.readouterr().err
     assert not (tmp_path / "study" / "study.db").exists()
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "hpo").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_search_space_names_real_config_keys(path):
+    import dataclasses
+
+    from bertapprox_hf.training.config import TrainConfig
+
+    config = TrainConfig()
+    for name in load_space(str(path)).params:
+        section, key = name.split(".")
+        assert key in {f.name for f in dataclasses.fields(getattr(config, section))}, name
