@@ -103,7 +103,10 @@ def analyse(data: RetrievalData, systems: Systems, model, worst: int, k: int = 1
         text_row(f"{data.name} documents", stats.bag_stats(encoder, text), float(f))
         for text, f in zip(doc_texts, doc_fidelity, strict=True)
     ]
+    bags = {qid: bag_details(model, data.queries[qid]) for qid in query_ids}
     for row in rows:
+        weights = [(entry["role"], entry["weight"]) for entry in bags[row["query_id"]]]
+        row["fallback_weight"] = sum(weight for role, weight in weights if role in ("fallback", "unknown"))
         row["length_bucket"] = stats.bin_label(row["words"], stats.LENGTH_BINS)
         row["oov_bucket"] = stats.bin_label(row["oov_rate"], stats.OOV_BINS, percent=True)
     ranked = sorted(rows, key=lambda r: (-r["delta_asymmetric"], -r["delta_student"], r["query_id"]))
@@ -116,9 +119,10 @@ def analyse(data: RetrievalData, systems: Systems, model, worst: int, k: int = 1
             for name, top in tops.items()
             if top
         }
-        worst_rows.append({**row, "bag": bag_details(model, data.queries[qid]), "first_document": firsts})
+        worst_rows.append({**row, "bag": bags[qid], "first_document": firsts})
     means = {key: float(np.mean([r[key] for r in rows])) for key in rows[0] if key.startswith(("ndcg_", "overlap_"))}
-    agreement_values = [f"ndcg_{n}" for n in runs] + [f"overlap_{n}" for n in STUDENT_SYSTEMS] + ["fidelity"]
+    agreement_values = [f"ndcg_{n}" for n in runs] + [f"overlap_{n}" for n in STUDENT_SYSTEMS]
+    agreement_values += ["fidelity", "fallback_weight"]
     return {
         "dataset": data.describe(),
         "means": means,
@@ -181,10 +185,18 @@ def dataset_markdown(result: dict, plots: dict[str, str]) -> str:
     table += [[n, number(means[f"ndcg_{n}"]), number(means[f"overlap_{n}"], 3)] for n in STUDENT_SYSTEMS]
     lines += [markdown_table(header, table)]
     for title, key in (("length (words)", "ranking_by_length"), ("out-of-vocabulary rate", "ranking_by_oov")):
-        values = ["ndcg_teacher", "ndcg_asymmetric", "ndcg_student", "overlap_asymmetric", "fidelity"]
+        values = [
+            "ndcg_teacher",
+            "ndcg_asymmetric",
+            "ndcg_student",
+            "overlap_asymmetric",
+            "fidelity",
+            "fallback_weight",
+        ]
         lines += [f"Queries by {title}:", "", group_table(result[key], key.split("_by_")[1] + "_bucket", values)]
     for plot in plots.values():
         lines += [f"![{Path(plot).stem}]({Path(plot).name})", ""]
+    lines += ["`fallback_weight`: the pooling weight on fallback pieces and unknowns (mean over heads).", ""]
     lines += [f"### The {len(result['worst'])} queries the asymmetric system loses most on", ""]
     lines += ["Bag entries in text order with their pooling weight; _fallback pieces_, **unknown**.", ""]
     for row in result["worst"]:
@@ -192,7 +204,7 @@ def dataset_markdown(result: dict, plots: dict[str, str]) -> str:
             f"- **{row['text']}** (`{row['query_id']}`): nDCG@10 teacher {row['ndcg_teacher']:.3f}, asymmetric "
             f"{row['ndcg_asymmetric']:.3f}, student {row['ndcg_student']:.3f}; top-10 overlap "
             f"{row['overlap_asymmetric']:.1f} / {row['overlap_student']:.1f}; fidelity {row['fidelity']:.3f}; "
-            f"OOV {100 * row['oov_rate']:.0f}%"
+            f"OOV {100 * row['oov_rate']:.0f}%, pooling weight on fallback pieces {row['fallback_weight']:.2f}"
         )
         lines.append(f"  - bag: {bag_line(row['bag'])}")
         for system in ("teacher", "asymmetric"):

@@ -32,6 +32,8 @@ def test_the_report_covers_every_query_and_its_worst_bags(tiny_student_dir, tiny
         for key in ("ndcg_teacher", "ndcg_student", "ndcg_asymmetric", "overlap_student", "overlap_asymmetric"):
             assert 0.0 <= row[key] <= 1.0, key
         assert -1.0 <= row["fidelity"] <= 1.0 + 1e-6
+        assert 0.0 <= row["fallback_weight"] <= 1.0 + 1e-3
+        assert (row["fallback_weight"] > 0) == (row["oov_rate"] > 0)
     deltas = [row["delta_asymmetric"] for row in result["worst"]]
     assert len(deltas) == 3 and deltas == sorted(deltas, reverse=True)
     assert deltas[0] == max(row["delta_asymmetric"] for row in result["queries"])
