@@ -40,7 +40,7 @@ def load_tokenizer(args: argparse.Namespace):
         )
     folder = Path(args.tokenizer)
     if (folder / "vocabulary.json").is_file():
-        from bertapprox_hf.vocabulary import Vocabulary
+        from bertapprox_hf.pipeline.vocabulary import Vocabulary
 
         return Vocabulary.load(str(folder)).tokenizer()
     if (folder / "vocab.txt").is_file():

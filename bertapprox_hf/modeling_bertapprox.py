@@ -289,6 +289,17 @@ class BertApproxModel(BertApproxPreTrainedModel):
         right_rows = right_table[torch.gather(inverse, 1, right)]
         return self.pairs(left_rows, right_rows, pair_mask)
 
+    @torch.no_grad()
+    def pooling_weights(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The attention pooling's weight of each entry of each bag, per head: [batch, bag, num_heads] (the last
+        round's; the context blocks pool with the same weights, pair features have their own). Padding gets 0."""
+        if attention_mask is None:
+            attention_mask = (input_ids != self.config.pad_token_id).long()
+        unique_ids, inverse = torch.unique(input_ids, return_inverse=True)
+        unique_features = self._phi(unique_ids)
+        scores = self.pooling.scores(unique_features, unique_ids)[inverse]
+        return self.pooling(unique_features[inverse], scores, attention_mask, return_weights=True)[1]
+
     def embed_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
         """ρ and the optional L2 normalization: pooled vector to sentence embedding."""
         out = self.output_projection(self.rho(pooled))

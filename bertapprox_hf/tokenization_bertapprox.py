@@ -215,6 +215,23 @@ class BagEncoder:
                 break
         return bag[:max_entries]
 
+    def segments(
+        self, text: str, max_entries: int = MAX_BAG_SIZE
+    ) -> list[tuple[tuple[str, ...], tuple[int, ...], bool]]:
+        """The longest-match steps of ``text``'s bag, for inspection: the words each step covers, its entry ids,
+        and whether an entry matched (False: the WordPiece fallback of a word, or the unknown id). Skip-grams,
+        added on top of the steps, are not among them."""
+        words = self._words(text, max_entries)
+        steps = []
+        for start, length, ids in self._segments(words):
+            matched = (
+                len(ids) == 1
+                and ids[0] != self.unk_id
+                and (length > 1 or self.trie.get(words[start], (-1,))[0] == ids[0])
+            )
+            steps.append((tuple(words[start : start + length]), ids, matched))
+        return steps
+
     def _segments(self, words: list[str]) -> Iterator[tuple[int, int, tuple[int, ...]]]:
         """Longest-match steps over ``words``: (first word, words covered, entry ids), in text order. A step
         is one n-gram or word entry, or the pieces of a word that no entry covers."""

@@ -30,8 +30,7 @@ class SearchService:
     def load(cls, path: str, corpus: str | None = None) -> SearchService:
         """Load the index folder ``path`` (its indexer as recorded in ``meta.json``) and, from ``corpus``
         (files :func:`bertapprox_hf.pipeline.corpus.iter_records` reads), the texts of its documents."""
-        from plugins.manager import PluginManager
-
+        from bertapprox_hf.plugins import PluginManager
         from indexers.base import read_meta
         from indexers.pyserini_indexer import is_pyserini_index
 

@@ -9,6 +9,7 @@ import logging
 import os
 from dataclasses import fields
 
+from ..pipeline.vocab_adapt import add_commands as add_vocab_adapt
 from ..pipeline.vocab_builder import VocabularyConfig
 from .common import add_mixed_precision, build_on_every_process, distributed_state
 
@@ -284,6 +285,7 @@ def add_commands(commands) -> None:
     vocab = commands.add_parser("vocab", help="vocabularies").add_subparsers(dest="action", required=True)
     _add_vocab_build(vocab)
     _add_vocab_contextualize(vocab)
+    add_vocab_adapt(vocab)
     info = vocab.add_parser("info", help="print a vocabulary's record")
     info.add_argument("folder")
     info.set_defaults(handler=_vocab_info)
