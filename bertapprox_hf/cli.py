@@ -391,7 +391,7 @@ def _model_init(args) -> int:
 
 
 def _model_info(args) -> int:
-    from .modeling_bertapprox import BertApproxModel
+    from .model.modeling_bertapprox import BertApproxModel
 
     model = BertApproxModel.from_pretrained(args.folder)
     info = {
@@ -404,7 +404,7 @@ def _model_info(args) -> int:
 
 
 def _encode(args) -> int:
-    from .modeling_bertapprox import BertApproxModel
+    from .model.modeling_bertapprox import BertApproxModel
 
     model = BertApproxModel.from_pretrained(args.model)
     texts = args.text or [line.rstrip("\n") for line in sys.stdin]

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .model.tokenization_bertapprox import MAX_BAG_SIZE, BagEncoder
 from .targets import check_teacher_compatible
 from .teacher import Teacher
-from .tokenization_bertapprox import MAX_BAG_SIZE, BagEncoder
 from .vocabulary import Vocabulary
 
 

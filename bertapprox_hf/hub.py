@@ -14,8 +14,8 @@ import os
 import shutil
 
 from .export.common import scrub_tokenizer_config
+from .model.modeling_bertapprox import BertApproxModel
 from .model_card import load_json_source, teacher_hub_id, write_model_card
-from .modeling_bertapprox import BertApproxModel
 
 COPIED = ("training.json",)
 

@@ -37,9 +37,9 @@ from safetensors.numpy import load_file, save_file
 from tqdm.auto import tqdm
 
 from .corpus import iter_texts
+from .model.text_normalization import split_words
+from .model.tokenization_bertapprox import PIECE_PREFIX, SKIP_MARKER
 from .teacher import Teacher
-from .text_normalization import split_words
-from .tokenization_bertapprox import PIECE_PREFIX, SKIP_MARKER
 from .vocabulary import PAD_TOKEN, Vocabulary
 
 STOPWORDS = frozenset(

@@ -9,7 +9,7 @@ from string import Template
 import torch
 
 from ..jsonio import read_json, write_json_atomic
-from ..modeling_bertapprox import BertApproxModel
+from ..model.modeling_bertapprox import BertApproxModel
 from .graph import INPUT_NAMES, OUTPUT_NAME
 
 REPORT_FILE = "export.json"

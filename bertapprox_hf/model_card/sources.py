@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from ..jsonio import read_json
-from ..tokenization_bertapprox import entry_kind
+from ..model.tokenization_bertapprox import entry_kind
 
 KNOWN_TEACHERS = {
     "all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from ..crops import is_crop, source_id
+from ..model.tokenization_bertapprox import BertApproxTokenizer, pad_bag_arrays
 from ..targets import load_targets, targets_columns
-from ..tokenization_bertapprox import BertApproxTokenizer, pad_bag_arrays
 from .config import DataConfig
 
 HASH_BUCKETS = 1_000_000

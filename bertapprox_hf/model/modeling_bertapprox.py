@@ -17,166 +17,36 @@ Residual branches start at zero, the queries at zero and the output map at the i
 untrained model is the plain mean of the entry embeddings and training only adds to that baseline.
 φ and the first round's pooling scores depend on one entry each, so both can be precomputed per entry.
 With ``pair_rank`` > 0, features of consecutive entry pairs (word order) are pooled and added before ρ
-(:class:`PairPooling`, zero at start); their per-entry parts are precomputed too.
+(:class:`PairPooling`, zero at start); their per-entry parts are precomputed too. Everything after φ is the
+shared pooling of :mod:`.pooling_bertapprox`, which inference and export run too.
 
 Copied next to the model as remote code: imports only torch, transformers and sibling modules.
 """
 
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .configuration_bertapprox import BertApproxConfig
+from .encoding_bertapprox import encode_texts
+from .pooling_bertapprox import (
+    AttentionPooling,
+    BagPooling,
+    ContextBlock,
+    EntryTables,
+    PairPooling,
+    Readout,
+    ResidualBlock,
+)
 
 WEIGHTS_NAME = "model.safetensors"
 TABLE_KEY = "entry_table.weight"
-
-
-class ResidualBlock(nn.Module):
-    """x + W₂·dropout(GELU(W₁·LayerNorm(x))), with W₂ zero-initialised (identity at start)."""
-
-    def __init__(self, size: int, inner: int, dropout: float) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(size)
-        self.up = nn.Linear(size, inner)
-        self.down = nn.Linear(inner, size)
-        self.dropout = nn.Dropout(dropout)
-        self.down.init_rule = "zero"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.down(self.dropout(F.gelu(self.up(self.norm(x)))))
-
-
-class ContextQuery(nn.Module):
-    """The queries of a further pooling round: a linear map of the previous round's pooled vector,
-    ``[batch, hidden] -> [batch, heads, head_dim]``, scaled so that a dot product with an entry's slice is
-    its score. Zero at start: the round then repeats the previous one."""
-
-    def __init__(self, config: BertApproxConfig) -> None:
-        super().__init__()
-        self.num_heads = config.num_heads
-        self.head_dim = config.hidden_size // config.num_heads
-        self.proj = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
-        self.proj.init_rule = "zero"
-
-    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        queries = self.proj(pooled.to(self.proj.weight.dtype)) / math.sqrt(self.head_dim)
-        return queries.unflatten(-1, (self.num_heads, self.head_dim))
-
-
-class ContextBlock(ResidualBlock):
-    """A residual block on each entry that also sees its text's pooled vector: ``x + W₂·GELU(W₁·(LN(x) + U·c))``.
-
-    The one step where entries interact (through ``c``, the pooling of the whole bag), the equivariant
-    layer of DeepSets; its φ then depends on the text, so it runs per bag at inference. W₂ starts at
-    zero (identity at start)."""
-
-    def __init__(self, size: int, inner: int, dropout: float) -> None:
-        super().__init__(size, inner, dropout)
-        self.context = nn.Linear(size, size, bias=False)
-
-    def forward(self, x: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
-        """``x`` [..., hidden] entries, ``pooled`` their texts' pooled vectors, broadcastable to ``x``."""
-        hidden = self.norm(x) + self.context(pooled)
-        return x + self.down(self.dropout(F.gelu(self.up(hidden))))
-
-
-class PairPooling(nn.Module):
-    """Features of consecutive entry pairs, pooled and mapped onto the pooled vector (zero at start).
-
-    Pair ``(u, v)`` has the feature ``(A·φ_u) ⊙ (B·φ_v)`` (``rank`` values); a text's pairs are averaged with
-    softmax weights of a linear score of their own. ``A·φ`` and ``B·φ`` depend on one entry each (tables at
-    inference), so a pair costs a product and a dot product. ``A``, ``B`` and the score keep torch's default
-    initialisation, the map ``up`` starts at zero: a model with pairs starts as the model without.
-    """
-
-    def __init__(self, hidden: int, rank: int) -> None:
-        super().__init__()
-        self.left = nn.Linear(hidden, rank, bias=False)
-        self.right = nn.Linear(hidden, rank, bias=False)
-        self.score = nn.Linear(rank, 1)
-        self.up = nn.Linear(rank, hidden, bias=False)
-        for layer in (self.left, self.right, self.score):
-            layer.init_rule = "default"
-        self.up.init_rule = "zero"
-        self.mask_value = float(torch.finfo(torch.float32).min)  # a plain float: the module also runs scripted
-
-    def forward(self, left: torch.Tensor, right: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``left``/``right`` [batch, pairs, rank] (``A·φ``, ``B·φ`` of each pair's entries), ``mask`` [batch, pairs]:
-        [batch, hidden]; a text without pairs gets 0."""
-        pair = left * right
-        mask = mask.to(torch.bool)
-        scores = self.score(pair).squeeze(-1).float().masked_fill(~mask, self.mask_value)
-        weights = torch.softmax(scores, dim=-1) * mask.to(scores.dtype)  # an all-padding row: 0
-        return self.up(torch.einsum("bp,bpr->br", weights.to(pair.dtype), pair))
-
-
-def consecutive_pairs(
-    input_ids: torch.Tensor, attention_mask: torch.Tensor, is_skipgram: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Positions of consecutive entry pairs in each bag: the entries other than skip-grams (which the tokenizer
-    puts after their word), in bag order. Returns left and right positions and a mask, each [batch, bag - 1]."""
-    width = input_ids.shape[1]
-    units = (attention_mask > 0) & ~is_skipgram[input_ids]
-    key = torch.arange(width, device=input_ids.device) + width * (~units).long()  # units first, in order
-    order = torch.argsort(key, dim=1)
-    valid = torch.gather(units, 1, order)
-    return order[:, :-1], order[:, 1:], valid[:, 1:]
-
-
-class AttentionPooling(nn.Module):
-    """Multi-head pooling with one learned query per head and a padding mask, in ``pooling_rounds`` rounds."""
-
-    def __init__(self, config: BertApproxConfig) -> None:
-        super().__init__()
-        self.num_heads = config.num_heads
-        self.head_dim = config.hidden_size // config.num_heads
-        self.queries = nn.Parameter(torch.zeros(config.num_heads, self.head_dim))
-        self.entry_bias = nn.Embedding(config.vocab_size, config.num_heads) if config.entry_bias else None
-        self.context_queries = nn.ModuleList(ContextQuery(config) for _ in range(config.pooling_rounds - 1))
-
-    def scores(self, features: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-        """Unnormalized pooling score of each entry for each head: [..., num_heads]."""
-        heads = features.unflatten(-1, (self.num_heads, self.head_dim))
-        scores = torch.einsum("...hd,hd->...h", heads, self.queries.to(heads.dtype)) / math.sqrt(self.head_dim)
-        if self.entry_bias is not None:
-            scores = scores + self.entry_bias(input_ids).to(scores.dtype)
-        return scores
-
-    def forward(
-        self, features: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor, return_weights: bool = False
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Pool [batch, bag, hidden] features with [batch, bag, heads] scores; empty bags pool to 0.
-        With ``return_weights``, also the last round's pooling weights ([batch, bag, heads])."""
-        mask = mask.unsqueeze(-1).to(torch.bool)
-        heads = features.unflatten(-1, (self.num_heads, self.head_dim))
-        scores = scores.float()
-        weights = self._weights(scores, mask)
-        pooled = self.weighted_sum(features, weights)
-        for context in self.context_queries:  # each round refines the previous round's scores
-            scores = scores + torch.einsum("bnhd,bhd->bnh", heads, context(pooled).to(heads.dtype)).float()
-            weights = self._weights(scores, mask)
-            pooled = self.weighted_sum(features, weights)
-        return (pooled, weights) if return_weights else pooled
-
-    def weighted_sum(self, features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Σ over the bag of each head's weight times that head's slice of the features: [batch, hidden]."""
-        heads = features.unflatten(-1, (self.num_heads, self.head_dim))
-        return torch.einsum("bnh,bnhd->bhd", weights.to(heads.dtype), heads).flatten(-2)
-
-    @staticmethod
-    def _weights(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Softmax of the scores over each bag; an all-padding bag gets all-zero weights."""
-        scores = scores.masked_fill(~mask, torch.finfo(torch.float32).min)
-        return torch.softmax(scores, dim=1) * mask
 
 
 class BertApproxPreTrainedModel(PreTrainedModel):
@@ -239,7 +109,9 @@ class BertApproxModel(BertApproxPreTrainedModel):
                 for _ in range(config.phi_layers)
             ]
         )
-        self.pooling = AttentionPooling(config)
+        self.pooling = AttentionPooling(
+            config.vocab_size, config.hidden_size, config.num_heads, config.entry_bias, config.pooling_rounds
+        )
         self.context_blocks = nn.ModuleList(
             ContextBlock(
                 config.hidden_size, config.context_intermediate_size or config.intermediate_size, config.dropout
@@ -262,7 +134,7 @@ class BertApproxModel(BertApproxPreTrainedModel):
         self._tokenizer = None
         self.post_init()
 
-    # --- pieces, exposed so that per-entry work can be precomputed ------------------------------
+    # --- per-entry tables, then the shared pooling (pooling_bertapprox.py) ------------------------------
     def _phi(self, ids: torch.Tensor) -> torch.Tensor:
         x = self.entry_table(ids).to(self.output_projection.weight.dtype)
         if self.entry_adapter is not None:  # a learned low-rank correction of each entry's embedding
@@ -276,31 +148,74 @@ class BertApproxModel(BertApproxPreTrainedModel):
         unique_ids, inverse = torch.unique(input_ids, return_inverse=True)
         return self._phi(unique_ids)[inverse]
 
-    def _pair_term(
-        self, unique_features: torch.Tensor, inverse: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor
-    ) -> torch.Tensor:
-        """The pair features' contribution to the pooled vector: [batch, hidden]."""
-        left, right, pair_mask = consecutive_pairs(input_ids, mask, self.entry_is_skipgram)
-        left_table, right_table = self.pairs.left(unique_features), self.pairs.right(unique_features)
-        left_rows = left_table[torch.gather(inverse, 1, left)]
-        right_rows = right_table[torch.gather(inverse, 1, right)]
-        return self.pairs(left_rows, right_rows, pair_mask)
+    def entry_tables(self, ids: torch.Tensor) -> EntryTables:
+        """Everything that depends on one entry alone, for the entry ids ``ids`` [n] (row ``i`` for ``ids[i]``):
+        φ, the first-round pooling scores, the first context block's first layer and the pair tables."""
+        values = self._phi(ids)
+        first = self.context_blocks[0].entry_part(values) if len(self.context_blocks) else None
+        return EntryTables(
+            values=values,
+            scores=self.pooling.scores(values, ids).float(),
+            context_first=first,
+            pair_left=self.pairs.left(values) if self.pairs is not None else None,
+            pair_right=self.pairs.right(values) if self.pairs is not None else None,
+            is_skipgram=self.entry_is_skipgram[ids] if self.pairs is not None else None,
+        )
+
+    @torch.inference_mode()
+    def vocabulary_tables(self, chunk_size: int = 8192) -> EntryTables:
+        """:meth:`entry_tables` of every vocabulary entry (row = entry id), float32, computed in chunks in eval
+        mode where the model lives: what inference and export precompute."""
+        was_training = self.training
+        self.eval()
+        device = self.output_projection.weight.device
+        parts = []
+        try:
+            for start in range(0, self.config.vocab_size, chunk_size):
+                ids = torch.arange(start, min(start + chunk_size, self.config.vocab_size), device=device)
+                parts.append(self.entry_tables(ids))
+        finally:
+            self.train(was_training)
+        columns = []
+        for column in zip(*parts, strict=True):
+            if column[0] is None:
+                columns.append(None)
+            else:
+                joined = torch.cat(column)
+                columns.append(joined if joined.dtype == torch.bool else joined.float().contiguous())
+        return EntryTables(*columns)
+
+    def bag_pooling(self, fused: bool = False) -> BagPooling:
+        """The shared pooling over this model's own modules (built per call: it holds no weights of its own)."""
+        return BagPooling(
+            self.config.num_heads,
+            self.config.hidden_size // self.config.num_heads,
+            self.pooling.context_queries,
+            self.context_blocks,
+            self.pairs,
+            fused=fused,
+        )
+
+    def readout(self) -> Readout:
+        """ρ over this model's own modules: the pooled vector to the sentence embedding."""
+        return Readout(self.rho, self.output_projection, self.config.normalize)
 
     def embed_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
-        """ρ and the optional L2 normalization: pooled vector to sentence embedding."""
-        out = self.output_projection(self.rho(pooled))
-        if self.config.normalize:
-            out = F.normalize(out, dim=-1)
-        return out
+        """ρ and the optional L2 normalization: pooled vector to sentence embedding (float32)."""
+        return self.readout()(pooled)
 
     def forward(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        output_entry_states: bool = False,
         **kwargs,
     ) -> BaseModelOutputWithPooling | tuple:
-        """Embed bags of entry ids ([batch, bag]); ``pooler_output`` is the sentence embedding."""
+        """Embed bags of entry ids ([batch, bag]); ``pooler_output`` is the sentence embedding.
+
+        ``last_hidden_state`` holds each entry's features: φ, or with ``output_entry_states`` φ updated by the
+        context blocks (then each block runs on every entry, which training does not need)."""
         if input_ids.dim() == 1:
             input_ids = input_ids.unsqueeze(0)
             attention_mask = None if attention_mask is None else attention_mask.unsqueeze(0)
@@ -314,18 +229,12 @@ class BertApproxModel(BertApproxPreTrainedModel):
             )
         if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
             raise ValueError(f"input_ids must lie in [0, {self.config.vocab_size}), the vocabulary size")
-        # φ and the scores depend on one entry each: compute them once per distinct id, then gather.
-        unique_ids, inverse = torch.unique(input_ids, return_inverse=True)
-        unique_features = self._phi(unique_ids)
-        features = unique_features[inverse]
-        scores = self.pooling.scores(unique_features, unique_ids)[inverse]
-        pooled, weights = self.pooling(features, scores, attention_mask, return_weights=True)
-        for block in self.context_blocks:  # entries see the text; pooled again with the same weights
-            features = block(features, pooled.unsqueeze(1))
-            pooled = self.pooling.weighted_sum(features, weights)
-        if self.pairs is not None:
-            pooled = pooled + self._pair_term(unique_features, inverse, input_ids, attention_mask)
+        # the per-entry tables of the batch's distinct ids; the bags then index their rows
+        unique_ids, rows = torch.unique(input_ids, return_inverse=True)
+        tables = self.entry_tables(unique_ids)
+        pooled, states = self.bag_pooling()(rows, attention_mask, tables, entry_states=output_entry_states)
         embedding = self.embed_pooled(pooled)
+        features = states if states is not None else tables.values[rows]
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if not return_dict:
             return features, embedding
@@ -367,39 +276,32 @@ class BertApproxModel(BertApproxPreTrainedModel):
         show_progress_bar: bool = False,
     ) -> np.ndarray | torch.Tensor:
         """Embed texts like sentence-transformers' ``encode``: a [n, dim] float32 matrix (or one row)."""
-        single = isinstance(texts, str)
-        texts = [texts] if single else texts
-        tokenizer = self.get_tokenizer()
-        bags = tokenizer.encode_bags(texts, self.config.max_bag_size)
-        order = sorted(range(len(bags)), key=lambda i: len(bags[i]))
-        device = self.output_projection.weight.device
-        chunks = []
-        starts = range(0, len(order), batch_size)
-        if show_progress_bar:
-            from tqdm.auto import tqdm
+        from .tokenization_bertapprox import pad_bag_arrays
 
-            starts = tqdm(starts, desc="Encoding", unit="batch")
+        tokenizer = self.get_tokenizer()
+        device = self.output_projection.weight.device
+
+        def embed_batch(bags: list) -> torch.Tensor:
+            ids, mask = pad_bag_arrays(bags)
+            ids, mask = torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
+            return self(input_ids=ids, attention_mask=mask, return_dict=True).pooler_output
+
         was_training = self.training
         self.eval()
-        for start in starts:
-            batch = [bags[i] for i in order[start : start + batch_size]]
-            width = max([len(b) for b in batch] + [1])
-            ids = torch.zeros(len(batch), width, dtype=torch.long)
-            mask = torch.zeros(len(batch), width, dtype=torch.long)
-            for row, bag in enumerate(batch):
-                ids[row, : len(bag)] = torch.tensor(bag, dtype=torch.long)
-                mask[row, : len(bag)] = 1
-            out = self(input_ids=ids.to(device), attention_mask=mask.to(device)).pooler_output
-            chunks.append(out.float())
-        self.train(was_training)
-        dim = self.config.output_dim
-        result = torch.cat(chunks) if chunks else torch.zeros(0, dim, device=device)
-        result = result[torch.argsort(torch.tensor(order, device=device))] if order else result
-        if normalize_embeddings:
-            result = F.normalize(result, dim=-1)
-        if convert_to_numpy:
-            result = result.cpu().numpy()
-        return result[0] if single else result
+        try:
+            return encode_texts(
+                texts,
+                lambda batch: tokenizer.encode_bags(batch, self.config.max_bag_size),
+                embed_batch,
+                self.config.output_dim,
+                batch_size=batch_size,
+                convert_to_numpy=convert_to_numpy,
+                normalize_embeddings=normalize_embeddings,
+                show_progress_bar=show_progress_bar,
+                device=device,
+            )
+        finally:
+            self.train(was_training)
 
 
 def write_sentence_transformers_files(folder: str, config: BertApproxConfig) -> None:
