@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bertapprox_hf import vocab_builder
-from bertapprox_hf.tokenization_bertapprox import SKIP_MARKER
+from bertapprox_hf.model.tokenization_bertapprox import SKIP_MARKER
 from bertapprox_hf.vocab_builder import NgramCounter, VocabularyConfig, embed_entries, npmi
 from bertapprox_hf.vocabulary import Vocabulary
 
