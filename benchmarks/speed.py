@@ -117,11 +117,11 @@ class OnnxAtTorchThreads:
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         import torch
 
-        from bertapprox_hf.export import OnnxEncoder
+        from bertapprox_hf.export import OnnxStudent
 
         threads = torch.get_num_threads()
         if threads not in self.sessions:
-            self.sessions[threads] = OnnxEncoder.from_pretrained(self.folder, num_threads=threads)
+            self.sessions[threads] = OnnxStudent.from_pretrained(self.folder, num_threads=threads)
         return self.sessions[threads].encode(texts, batch_size=batch_size)
 
 

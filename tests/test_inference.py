@@ -220,6 +220,36 @@ def test_bad_input_is_named(tiny_encoder):
         Encoder.from_pretrained(42)
 
 
+@pytest.mark.parametrize(
+    ("batch_size", "error"), [(0, ValueError), (-3, ValueError), (2.5, TypeError), ("8", TypeError)]
+)
+def test_bad_batch_sizes_and_limits_are_named(tiny_encoder, tiny_student, batch_size, error):
+    with pytest.raises(error, match="batch_size must be a positive integer"):
+        tiny_encoder.encode(["the bank"], batch_size=batch_size)
+    with pytest.raises(error, match="batch_size must be a positive integer"):
+        tiny_encoder.embed_bags([[1, 2]], batch_size=batch_size)
+    with pytest.raises(error, match="batch_size must be a positive integer"):
+        tiny_student.encode(["the bank"], batch_size=batch_size)
+    with pytest.raises(ValueError, match="cache_size must be a non-negative integer"):
+        Encoder.from_pretrained(tiny_student, cache_size=-1)
+    with pytest.raises(ValueError, match="cache_size must be a non-negative integer"):
+        Encoder.from_pretrained(tiny_student, cache_size=1.5)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"max_batch": 0}, ValueError, "max_batch must be ≥ 1"),
+        ({"max_batch": "4"}, TypeError, "max_batch must be a positive integer"),
+        ({"max_wait_ms": -1}, ValueError, "max_wait_ms ≥ 0"),
+        ({"max_wait_ms": "2"}, TypeError, "max_wait_ms must be a number"),
+    ],
+)
+def test_batching_encoder_refuses_bad_limits(tiny_encoder, options, error, message):
+    with pytest.raises(error, match=message):
+        BatchingEncoder(tiny_encoder, **options)
+
+
 def test_from_a_saved_folder_equals_in_memory(tiny_student, tiny_encoder, tmp_path):
     tiny_student.save_pretrained(tmp_path)
     loaded = Encoder.from_pretrained(tmp_path, device="cpu")

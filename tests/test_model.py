@@ -141,6 +141,16 @@ def test_bad_inputs_get_clear_errors():
         model(input_ids=torch.tensor([[1, 2]]), attention_mask=torch.tensor([[1, 1, 1]]))
     with pytest.raises(ValueError, match=r"\[batch, bag\]"):
         model(input_ids=torch.zeros(1, 2, 3, dtype=torch.long))
+    with pytest.raises(TypeError, match="input_ids must be a tensor"):
+        model(input_ids=[[1, 2]])
+    with pytest.raises(TypeError, match="attention_mask must be a tensor"):
+        model(input_ids=torch.tensor([[1, 2]]), attention_mask=[[1, 1]])
+    with pytest.raises(TypeError, match="integer entry ids"):
+        model(input_ids=torch.tensor([[1.0, 2.0]]))
+    with pytest.raises(ValueError, match="0 \\(padding\\) and 1 \\(entry\\) only"):
+        model(input_ids=torch.tensor([[1, 2]]), attention_mask=torch.tensor([[1, 2]]))
+    boolean = model(input_ids=torch.tensor([[1, 2]]), attention_mask=torch.tensor([[True, False]])).pooler_output
+    torch.testing.assert_close(boolean, model(input_ids=torch.tensor([[1]])).pooler_output)
 
 
 @pytest.mark.parametrize(

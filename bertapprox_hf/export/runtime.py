@@ -1,7 +1,7 @@
 """Run an exported student: the Python tokenizer makes bags, the graph (ONNX Runtime or TorchScript) embeds them.
 
-    encoder = OnnxEncoder.from_pretrained("exported/onnx")            # or dtype="int8"
-    embeddings = encoder.encode(["what is the interest rate", "new york city"])   # [2, dim] float32
+    student = OnnxStudent.from_pretrained("exported/onnx")            # or dtype="int8"
+    embeddings = student.encode(["what is the interest rate", "new york city"])   # [2, dim] float32
 
 The API mirrors :class:`bertapprox_hf.Encoder` (``encode``, ``embed_bags``, ``dim``,
 ``similarity``) without its cache. The tokenizer is not part of the graph: it is the same
@@ -43,7 +43,7 @@ def resolve_folder(name_or_path: str | os.PathLike, file_name: str) -> str:
     return path
 
 
-class BagGraphEncoder(ConfigProperties):
+class ExportedStudent(ConfigProperties):
     """Texts → bags (Python tokenizer) → padded batches → an exported graph → embeddings."""
 
     def __init__(self, folder: str, tokenizer: BertApproxTokenizer, config: BertApproxConfig) -> None:
@@ -102,7 +102,7 @@ class BagGraphEncoder(ConfigProperties):
         )
 
 
-class OnnxEncoder(BagGraphEncoder):
+class OnnxStudent(ExportedStudent):
     """An exported ONNX student run with ONNX Runtime; build it with :meth:`from_pretrained`."""
 
     def __init__(self, folder: str, session, tokenizer: BertApproxTokenizer, config: BertApproxConfig) -> None:
@@ -117,7 +117,7 @@ class OnnxEncoder(BagGraphEncoder):
         dtype: str = "float32",
         providers: Sequence[str] | None = None,
         num_threads: int | None = None,
-    ) -> OnnxEncoder:
+    ) -> OnnxStudent:
         """Load ``model.onnx`` (``dtype="int8"``: ``model_int8.onnx``) and the tokenizer from an export folder.
 
         Args:
@@ -151,10 +151,10 @@ class OnnxEncoder(BagGraphEncoder):
         return self.session.run([self.output_name], feeds)[0]
 
     def __repr__(self) -> str:
-        return f"OnnxEncoder(vocab={self.vocab_size}, dim={self.dim}, providers={self.session.get_providers()})"
+        return f"OnnxStudent(vocab={self.vocab_size}, dim={self.dim}, providers={self.session.get_providers()})"
 
 
-class TorchScriptEncoder(BagGraphEncoder):
+class TorchScriptStudent(ExportedStudent):
     """An exported TorchScript student (``model.pt``); build it with :meth:`from_pretrained`."""
 
     def __init__(
@@ -165,7 +165,7 @@ class TorchScriptEncoder(BagGraphEncoder):
         self.device = device
 
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, device: str | torch.device = "cpu") -> TorchScriptEncoder:
+    def from_pretrained(cls, folder: str | os.PathLike, device: str | torch.device = "cpu") -> TorchScriptStudent:
         """Load ``model.pt`` (``torch.jit.load``) and the tokenizer from an export folder."""
         path = resolve_folder(folder, TORCHSCRIPT_FILE)
         device = torch.device(device)
@@ -179,4 +179,4 @@ class TorchScriptEncoder(BagGraphEncoder):
         return self.module(ids, mask).float().cpu().numpy()
 
     def __repr__(self) -> str:
-        return f"TorchScriptEncoder(vocab={self.vocab_size}, dim={self.dim}, device={self.device})"
+        return f"TorchScriptStudent(vocab={self.vocab_size}, dim={self.dim}, device={self.device})"

@@ -13,6 +13,7 @@ keeps them in the chosen precision (:mod:`.tables`). Encoding a batch is then: t
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 from collections.abc import Sequence
 
@@ -166,19 +167,27 @@ class Encoder(ConfigProperties):
         if bags is None or isinstance(bags, (str, bytes)):
             raise TypeError(f"expected a list of bags of entry ids, got {type(bags).__name__}")
         batch_size = check_batch_size(batch_size)
-        bags = [self._checked_bag(bag, position) for position, bag in enumerate(bags)]
+        bags = list(bags)
+        self._check_bags(bags)
         out = embed_sorted(bags, self._embed, self.dim, batch_size, device=self.device)
         return out.cpu().numpy() if convert_to_numpy else out
 
-    def _checked_bag(self, bag, position: int) -> list[int]:
-        if bag is None or isinstance(bag, (str, bytes)):
-            raise TypeError(f"bag {position} is {type(bag).__name__}, not a list of entry ids")
-        ids = np.asarray(bag)
-        if ids.size and (ids.ndim != 1 or ids.dtype.kind not in "iu"):
-            raise TypeError(f"bag {position} holds {ids.dtype if ids.ndim == 1 else 'nested lists'}, not integer ids")
-        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
+    def _check_bags(self, bags: list) -> None:
+        """A ``TypeError``/``ValueError`` naming the first bag that is not a list of entry ids of the vocabulary."""
+        for position, bag in enumerate(bags):
+            if bag is None or isinstance(bag, (str, bytes)) or not hasattr(bag, "__len__"):
+                raise TypeError(f"bag {position} is {type(bag).__name__}, not a list of entry ids")
+        ends = np.cumsum([len(bag) for bag in bags])
+        items = list(itertools.chain.from_iterable(bags))
+        flat = np.array(items)
+        if flat.size and (flat.dtype.kind not in "iu" or flat.ndim != 1):
+            bad = next((i for i, x in enumerate(items) if not isinstance(x, (int, np.integer))), 0)
+            position = int(np.searchsorted(ends, bad, side="right"))
+            raise TypeError(f"bag {position} holds {type(items[bad]).__name__}, not integer entry ids")
+        outside = (flat < 0) | (flat >= self.vocab_size)
+        if outside.any():
+            position = int(np.searchsorted(ends, int(outside.argmax()), side="right"))
             raise ValueError(f"bag {position} has ids outside [0, {self.vocab_size}), the vocabulary size")
-        return ids.astype(np.int64, copy=False).reshape(-1)
 
     # --- text in, embeddings out ----------------------------------------------------------------
     def encode(

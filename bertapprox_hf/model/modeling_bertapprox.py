@@ -143,11 +143,6 @@ class BertApproxModel(BertApproxPreTrainedModel):
             x = self.input_projection(x)
         return self.phi(x)
 
-    def entry_features(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """φ of each entry: [..., hidden_size]; depends on the entry alone (computed once per distinct id)."""
-        unique_ids, inverse = torch.unique(input_ids, return_inverse=True)
-        return self._phi(unique_ids)[inverse]
-
     def entry_tables(self, ids: torch.Tensor) -> EntryTables:
         """Everything that depends on one entry alone, for the entry ids ``ids`` [n] (row ``i`` for ``ids[i]``):
         φ, the first-round pooling scores, the first context block's first layer and the pair tables."""
@@ -216,6 +211,12 @@ class BertApproxModel(BertApproxPreTrainedModel):
 
         ``last_hidden_state`` holds each entry's features: φ, or with ``output_entry_states`` φ updated by the
         context blocks (then each block runs on every entry, which training does not need)."""
+        if not isinstance(input_ids, torch.Tensor):
+            raise TypeError(f"input_ids must be a tensor of entry ids [batch, bag], got {type(input_ids).__name__}")
+        if attention_mask is not None and not isinstance(attention_mask, torch.Tensor):
+            raise TypeError(f"attention_mask must be a tensor [batch, bag], got {type(attention_mask).__name__}")
+        if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+            raise TypeError(f"input_ids must hold integer entry ids, got {input_ids.dtype}")
         if input_ids.dim() == 1:
             input_ids = input_ids.unsqueeze(0)
             attention_mask = None if attention_mask is None else attention_mask.unsqueeze(0)
@@ -227,6 +228,8 @@ class BertApproxModel(BertApproxPreTrainedModel):
             raise ValueError(
                 f"attention_mask shape {tuple(attention_mask.shape)} differs from input_ids {tuple(input_ids.shape)}"
             )
+        if attention_mask.numel() and ((attention_mask != 0) & (attention_mask != 1)).any():
+            raise ValueError("attention_mask must hold 0 (padding) and 1 (entry) only")
         if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
             raise ValueError(f"input_ids must lie in [0, {self.config.vocab_size}), the vocabulary size")
         # the per-entry tables of the batch's distinct ids; the bags then index their rows

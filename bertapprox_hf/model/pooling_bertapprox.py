@@ -17,7 +17,7 @@ chosen precision and overrides :meth:`BagPooling.gather_values` and :meth:`BagPo
 exported ONNX/TorchScript graph (it is scriptable and traceable: plain Gather, Softmax, Einsum, Gemm, LayerNorm,
 Gelu and TopK ops). The last context block is applied to the pooled vector directly:
 ``Σⱼ wⱼₕ·(xⱼ + down(gⱼ))ₕ = pooledₕ + downₕ(Σⱼ wⱼₕ·gⱼ) + bₕ·Σⱼ wⱼₕ``, so its second layer runs per text, not per
-entry; a single block's first layer comes from its table, ``up(LN(φ) + U·c) = up(LN(φ)) + W_up·U·c``.
+entry; the first block's first layer comes from its table, ``up(LN(φ) + U·c) = up(LN(φ)) + W_up·U·c``.
 
 Copied next to the model as remote code: imports only torch and transformers-level packages.
 """
@@ -38,7 +38,7 @@ class EntryTables(NamedTuple):
 
     values: torch.Tensor  # φ [rows, hidden]
     scores: torch.Tensor  # first-round pooling scores [rows, heads], float32
-    context_first: Optional[torch.Tensor]  # the first context block's up(LN(φ)) [rows, inner] (one block only)
+    context_first: Optional[torch.Tensor]  # the first context block's up(LN(φ)) [rows, inner]
     pair_left: Optional[torch.Tensor]  # A·φ [rows, rank] (pair models)
     pair_right: Optional[torch.Tensor]  # B·φ [rows, rank]
     is_skipgram: Optional[torch.Tensor]  # [rows] bool: skip-grams are left out of pairs

@@ -429,13 +429,12 @@ def pad_bags(
 def pad_bag_arrays(bags: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Right-padded ``input_ids`` and ``attention_mask`` (int64 arrays, at least one column) of a batch of bags:
     the fast path for bags tokenized earlier (training, exported graphs)."""
-    width = max([len(bag) for bag in bags] + [1])
+    lengths = np.fromiter(map(len, bags), dtype=np.int64, count=len(bags))
+    width = max(int(lengths.max(initial=0)), 1)
+    filled = np.arange(width) < lengths[:, None]
     ids = np.full((len(bags), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(bags), width), dtype=np.int64)
-    for row, bag in enumerate(bags):
-        ids[row, : len(bag)] = bag
-        mask[row, : len(bag)] = 1
-    return ids, mask
+    ids[filled] = np.fromiter(itertools.chain.from_iterable(bags), dtype=np.int64, count=int(lengths.sum()))
+    return ids, filled.astype(np.int64)
 
 
 def load_entries(path: str) -> list[str]:
