@@ -88,7 +88,7 @@ def labelled_bag(bag_encoder, text: str, max_entries: int) -> list[tuple[int, st
     """The bag of ``text`` (entry ids, as the model reads them) with each entry's role: ``entry`` (a word or
     n-gram of the vocabulary), ``skipgram``, ``fallback`` (a WordPiece piece of a word no entry covers) or
     ``unknown``."""
-    from bertapprox_hf.tokenization_bertapprox import entry_kind
+    from bertapprox_hf.model.tokenization_bertapprox import entry_kind
 
     steps = [
         (entry, "entry" if matched else ("unknown" if entry == bag_encoder.unk_id else "fallback"))

@@ -59,6 +59,10 @@ class Model2VecEncoder:
     def dim(self) -> int:
         return int(self.model.dim)
 
+    def description(self) -> dict:
+        """The static model behind these embeddings."""
+        return {"kind": "model2vec", "path": self.path, "dim": self.dim, "similarity": self.similarity}
+
     def encode(self, texts: Sequence[str], batch_size: int = 1024, show_progress_bar: bool = False) -> np.ndarray:
         rows = self.model.encode(
             list(texts), batch_size=batch_size, use_multiprocessing=False, show_progress_bar=show_progress_bar

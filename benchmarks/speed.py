@@ -49,9 +49,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
+
+from bertapprox_hf.inference.protocol import TextEncoder
 
 BATCH_SIZES = (64, 256)
 SPEEDUP_BATCH_SIZE = 64  # the batch size of the returned "speedup" figures
@@ -70,12 +72,6 @@ ENVIRONMENT = (
     "CUDA_VISIBLE_DEVICES",
 )
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx", ".npy")
-
-
-class TextEncoder(Protocol):
-    """What a system's loader returns."""
-
-    def encode(self, texts: list[str], batch_size: int = ...) -> Any: ...
 
 
 Loader = Callable[[dict[str, str], str], TextEncoder]
@@ -120,11 +116,11 @@ class OnnxAtTorchThreads:
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         import torch
 
-        from bertapprox_hf.export import OnnxEncoder
+        from bertapprox_hf.export import OnnxStudent
 
         threads = torch.get_num_threads()
         if threads not in self.sessions:
-            self.sessions[threads] = OnnxEncoder.from_pretrained(self.folder, num_threads=threads)
+            self.sessions[threads] = OnnxStudent.from_pretrained(self.folder, num_threads=threads)
         return self.sessions[threads].encode(texts, batch_size=batch_size)
 
 
@@ -321,9 +317,7 @@ def profile_stages(encoder, texts: list[str], batch_size: int, repeats: int) -> 
     bags = [tokenizer.encode_bags(batch, limit) for batch in batches]
 
     def pooled(bag_batch):
-        lengths = torch.tensor([len(b) for b in bag_batch])
-        flat = torch.tensor(list(itertools.chain.from_iterable(bag_batch)), dtype=torch.long)
-        return encoder._pool(flat.to(encoder.device), lengths.to(encoder.device))
+        return encoder.pool_bags(bag_batch)
 
     def median_seconds(function) -> float:
         function()
@@ -338,7 +332,7 @@ def profile_stages(encoder, texts: list[str], batch_size: int, repeats: int) -> 
         pooled_batches = [pooled(b) for b in bags]
         tokenize = median_seconds(lambda: [tokenizer.encode_bags(batch, limit) for batch in batches])
         pool = median_seconds(lambda: [pooled(b) for b in bags])
-        rho = median_seconds(lambda: [encoder._rho(p) for p in pooled_batches])
+        rho = median_seconds(lambda: [encoder.readout(p) for p in pooled_batches])
     per_batch = 1000 / len(batches)
     return {"tokenize_ms": tokenize * per_batch, "pool_ms": pool * per_batch, "rho_ms": rho * per_batch}
 

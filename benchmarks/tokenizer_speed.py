@@ -30,7 +30,7 @@ MAX_BAG_SIZE = 512
 
 def load_tokenizer(args: argparse.Namespace):
     """The tokenizer of a saved student or tokenizer folder, of a vocabulary folder, or of an entries file."""
-    from bertapprox_hf.tokenization_bertapprox import BertApproxTokenizer, load_entries
+    from bertapprox_hf.model.tokenization_bertapprox import BertApproxTokenizer, load_entries
 
     if args.entries:
         return BertApproxTokenizer(

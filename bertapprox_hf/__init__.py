@@ -1,12 +1,23 @@
-"""bertapprox-hf: a tiny learned approximation of a BERT-family sentence encoder."""
+"""bertapprox-hf: a tiny learned approximation of a BERT-family sentence encoder.
+
+The public names load on first use (``from bertapprox_hf import Encoder``); importing the package registers the
+student with transformers' Auto classes. Plugin authors mark their hooks with ``from bertapprox_hf import hookimpl``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from .configuration_bertapprox import BertApproxConfig
-from .inference import BatchingEncoder, Encoder
-from .modeling_bertapprox import BertApproxModel
+from .model.configuration_bertapprox import BertApproxConfig
+from .model.modeling_bertapprox import BertApproxModel
+from .model.tokenization_bertapprox import BertApproxTokenizer
 from .plugins.hookspecs import hookimpl
-from .tokenization_bertapprox import BertApproxTokenizer
+
+if TYPE_CHECKING:
+    from .inference import BatchingEncoder, Encoder, TextEncoder
 
 __version__ = "0.1.0"
 
@@ -19,12 +30,26 @@ AutoConfig.register(BertApproxConfig.model_type, BertApproxConfig, exist_ok=True
 AutoModel.register(BertApproxConfig, BertApproxModel, exist_ok=True)
 AutoTokenizer.register(BertApproxConfig, slow_tokenizer_class=BertApproxTokenizer, exist_ok=True)
 
+_LAZY = {"BatchingEncoder": ".inference", "Encoder": ".inference", "TextEncoder": ".inference"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_LAZY))
+
+
 __all__ = [
     "BatchingEncoder",
     "BertApproxConfig",
     "BertApproxModel",
     "BertApproxTokenizer",
     "Encoder",
+    "TextEncoder",
     "__version__",
     "hookimpl",
 ]

@@ -2,7 +2,7 @@
 
 A user error is bad input or a state of the machine the user must fix: a missing, unreadable or damaged file, a
 bad argument, a full disk. Library code raises the usual types (``FileNotFoundError``, ``PermissionError``,
-``ValueError`` and its subclasses such as ``UnicodeDecodeError``, :class:`~bertapprox_hf.integrity.IntegrityError`)
+``ValueError`` and its subclasses such as ``UnicodeDecodeError``, :class:`~.model.integrity.IntegrityError`)
 or :class:`UserError`; :func:`run_main` turns those into ``bertapprox: error: ...``. Anything else (``TypeError``,
 ``KeyError``, ``AttributeError``, ...) is a bug and keeps its traceback.
 """

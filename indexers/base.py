@@ -23,24 +23,16 @@ import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar
 
 import numpy as np
 
+from bertapprox_hf.inference.protocol import TextEncoder
 from bertapprox_hf.pipeline.jsonio import read_json, write_json_atomic
 
 from .ids import DuplicateIds
 
 META_NAME = "meta.json"
-
-
-@runtime_checkable
-class TextEncoder(Protocol):
-    """What an indexer needs from a document or query encoder."""
-
-    def encode(self, texts: list[str], batch_size: int = ...) -> np.ndarray:
-        """A ``[len(texts), dim]`` float32 array."""
-        ...
 
 
 class DimensionMismatchError(ValueError):
@@ -83,42 +75,24 @@ def _query_names(results: SearchResults, query_ids: Sequence[str] | None) -> lis
 
 
 # --- encoders -----------------------------------------------------------------------------------
-def encoder_similarity(encoder: Any, default: str = "dot") -> str:
-    """``"cosine"`` or ``"dot"``: an encoder's ``similarity``, a teacher's ``pooling.similarity``."""
-    similarity = getattr(encoder, "similarity", None)
-    if not isinstance(similarity, str):
-        similarity = getattr(getattr(encoder, "pooling", None), "similarity", None)
-    if similarity is None:
-        return default
+def encoder_similarity(encoder: TextEncoder) -> str:
+    """``"cosine"`` or ``"dot"``: the encoder's ``similarity``, checked."""
+    similarity = encoder.similarity
     if similarity not in ("cosine", "dot"):
         raise ValueError(f"similarity must be 'cosine' or 'dot', got {similarity!r}")
     return similarity
 
 
-def encoder_dim(encoder: Any) -> int | None:
-    """The encoder's embedding size when it states one (``dim`` or sentence-transformers' method)."""
-    dim = getattr(encoder, "dim", None)
-    if isinstance(dim, int):
-        return dim
-    method = getattr(encoder, "get_sentence_embedding_dimension", None)
-    return int(method()) if callable(method) and method() is not None else None
+def encoder_dim(encoder: TextEncoder) -> int:
+    """The encoder's embedding size."""
+    return int(encoder.dim)
 
 
-def describe_encoder(encoder: Any) -> dict:
-    """A JSON-able record of what made some embeddings (kept in an index's ``meta.json``)."""
-    describe = getattr(encoder, "describe", None)
-    if callable(describe):  # the Teacher
-        return {"kind": "teacher", **describe()}
-    config = getattr(encoder, "config", None)
-    if getattr(config, "model_type", None) == "bertapprox":
-        return {
-            "kind": "student",
-            "name_or_path": getattr(config, "_name_or_path", None) or None,
-            "teacher": getattr(config, "teacher", None),
-            "dim": encoder_dim(encoder),
-            "similarity": encoder_similarity(encoder),
-            "dtype": getattr(encoder, "dtype", None) if isinstance(getattr(encoder, "dtype", None), str) else None,
-        }
+def describe_encoder(encoder: TextEncoder) -> dict:
+    """A JSON-able record of what made some embeddings (kept in an index's ``meta.json``): the encoder's
+    ``description()``; an encoder without one (a plugin's) is named by its class."""
+    if isinstance(encoder, TextEncoder):
+        return encoder.description()
     return {"kind": type(encoder).__name__, "dim": encoder_dim(encoder), "similarity": encoder_similarity(encoder)}
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
+from bertapprox_hf.inference.protocol import TextEncoder
 from bertapprox_hf.pipeline.jsonio import read_json
 
 
@@ -33,7 +33,7 @@ def is_student_folder(path: str | os.PathLike) -> bool:
 
 def load_encoder(
     path: str | os.PathLike, device: str | None = None, dtype: str = "float32", cache_size: int = 10000
-) -> Any:
+) -> TextEncoder:
     """The fast :class:`~bertapprox_hf.inference.Encoder` of a student folder, else a
     :class:`~bertapprox_hf.pipeline.teacher.Teacher` (a sentence-transformers folder or Hub id)."""
     path = os.fspath(path)

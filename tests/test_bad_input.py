@@ -14,7 +14,7 @@ import pytest
 
 from bertapprox_hf.cli import main
 from bertapprox_hf.errors import UserError, run_main, unreadable_path_error
-from bertapprox_hf.integrity import check_local_folder
+from bertapprox_hf.model.integrity import check_local_folder
 from bertapprox_hf.pipeline.corpus import iter_records
 from bertapprox_hf.pipeline.targets import build_targets, load_targets
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from bertapprox_hf.cli import main
-from bertapprox_hf.export import OnnxEncoder, TorchScriptEncoder, export_model
+from bertapprox_hf.export import OnnxStudent, TorchScriptStudent, export_model
 
 from .conftest import TRAIN, read_texts, trained_student
 
@@ -98,7 +98,7 @@ def test_onnx_export_matches_pytorch_on_real_text_and_dynamic_axes(student, text
         assert out.shape == (batch, model.config.output_dim)
         np.testing.assert_allclose(out, forward(model, ids, mask), atol=TOLERANCE, rtol=0)
 
-    encoder = OnnxEncoder.from_pretrained(onnx_folder)
+    encoder = OnnxStudent.from_pretrained(onnx_folder)
     np.testing.assert_allclose(encoder.encode(texts), model.encode(texts), atol=TOLERANCE, rtol=0)
 
 
@@ -106,8 +106,8 @@ def test_onnx_int8_variant_reports_its_cosine_loss(student, texts, onnx_folder):
     model, _ = student
     report = json.loads((onnx_folder / "export.json").read_text())["int8"]
     assert report["nodes"] and report["vs_float32_onnx"]["texts"] == len(texts)
-    quantized = OnnxEncoder.from_pretrained(onnx_folder, dtype="int8").encode(texts)
-    reference = OnnxEncoder.from_pretrained(onnx_folder).encode(texts)
+    quantized = OnnxStudent.from_pretrained(onnx_folder, dtype="int8").encode(texts)
+    reference = OnnxStudent.from_pretrained(onnx_folder).encode(texts)
     nonzero = np.linalg.norm(reference, axis=1) > 0
     cosine = (quantized * reference).sum(1) / np.linalg.norm(quantized, axis=1) / np.linalg.norm(reference, axis=1)
     loss = 1 - cosine[nonzero]
@@ -117,7 +117,7 @@ def test_onnx_int8_variant_reports_its_cosine_loss(student, texts, onnx_folder):
     table_bytes = model.config.vocab_size * model.config.hidden_size * 4  # the φ table in float32
     assert saved > 0.7 * table_bytes  # int8 codes: a quarter of the bytes, plus one scale per table
     # only the table is quantized: an embedding does not depend on its batch-mates
-    single = np.stack([OnnxEncoder.from_pretrained(onnx_folder, dtype="int8").encode(t) for t in texts[:5]])
+    single = np.stack([OnnxStudent.from_pretrained(onnx_folder, dtype="int8").encode(t) for t in texts[:5]])
     np.testing.assert_allclose(single, quantized[:5], atol=1e-6)
 
 
@@ -163,13 +163,13 @@ def test_torchscript_export_loads_back_and_matches(student, texts, tmp_path):
         with torch.inference_mode():
             out = module(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
         np.testing.assert_allclose(out, forward(model, ids, mask), atol=TOLERANCE, rtol=0)
-    encoder = TorchScriptEncoder.from_pretrained(tmp_path / "ts")
+    encoder = TorchScriptStudent.from_pretrained(tmp_path / "ts")
     np.testing.assert_allclose(encoder.encode(texts), model.encode(texts), atol=TOLERANCE, rtol=0)
 
 
 def test_onnx_encoder_mirrors_encoder_api(student, texts, onnx_folder):
     model, _ = student
-    encoder = OnnxEncoder.from_pretrained(onnx_folder, num_threads=1)
+    encoder = OnnxStudent.from_pretrained(onnx_folder, num_threads=1)
     assert encoder.dim == encoder.get_sentence_embedding_dimension() == model.config.output_dim
     assert encoder.similarity == model.config.similarity
     one = encoder.encode(texts[0])
@@ -199,11 +199,11 @@ def test_onnx_encoder_loads_a_hub_repository(student, texts, onnx_folder, tmp_pa
     (repo / "refs" / "main").write_text(commit)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    encoder = OnnxEncoder.from_pretrained("bertapprox-test/tiny-onnx")
+    encoder = OnnxStudent.from_pretrained("bertapprox-test/tiny-onnx")
     assert encoder.folder == str(repo / "snapshots" / commit)
     np.testing.assert_allclose(encoder.encode(texts), model.encode(texts), atol=TOLERANCE, rtol=0)
     with pytest.raises(OSError, match="neither a local folder nor a reachable Hub repository"):
-        OnnxEncoder.from_pretrained("bertapprox-test/not-there")
+        OnnxStudent.from_pretrained("bertapprox-test/not-there")
 
 
 def test_bad_input_gives_clear_errors(student, tmp_path, capsys):
@@ -213,12 +213,12 @@ def test_bad_input_gives_clear_errors(student, tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="model folder not found"):
         export_model("onnx", tmp_path / "missing", tmp_path / "out")
     with pytest.raises(FileNotFoundError, match="export folder not found"):
-        OnnxEncoder.from_pretrained(tmp_path / "missing")
+        OnnxStudent.from_pretrained(tmp_path / "missing")
     with pytest.raises(FileNotFoundError, match="model_int8.onnx not found"):
         os.makedirs(tmp_path / "empty")
-        OnnxEncoder.from_pretrained(tmp_path / "empty", dtype="int8")
+        OnnxStudent.from_pretrained(tmp_path / "empty", dtype="int8")
     with pytest.raises(ValueError, match="dtype must be one of"):
-        OnnxEncoder.from_pretrained(tmp_path / "empty", dtype="float16")
+        OnnxStudent.from_pretrained(tmp_path / "empty", dtype="float16")
 
     assert main(["export", "torchscript", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     assert "model folder not found" in capsys.readouterr().err

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from bertapprox_hf import BertApproxModel
 from bertapprox_hf.errors import run_main
+from bertapprox_hf.model.tokenization_bertapprox import BagEncoder, BertApproxTokenizer
 from bertapprox_hf.pipeline.corpus import iter_records
-from bertapprox_hf.tokenization_bertapprox import BagEncoder, BertApproxTokenizer
 from bertapprox_hf.training.recovery import truncate_metrics_log
 from indexers.runs import read_queries
 

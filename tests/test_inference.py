@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-import bertapprox_hf.inference as inference
+import bertapprox_hf.inference.encoder as encoder_module
+import bertapprox_hf.inference.tables as tables_module
 from bertapprox_hf.inference import BatchingEncoder, Encoder
+from bertapprox_hf.inference.precision import cpu_supports
 
 from .conftest import TRAIN, read_texts, trained_student
 
@@ -95,7 +97,7 @@ def test_context_blocks_equal_the_model_in_chunks_and_when_stacked(tiny_vocab, t
     vocab = tiny_student.config.vocab_size
     bags = [[], [5], *[generator.integers(0, vocab, generator.integers(0, 60)).tolist() for _ in range(40)], []]
     # one block runs from its precomputed table, here in chunks of a few bags (a bag never splits)
-    monkeypatch.setattr(inference, "CONTEXT_CHUNK", 50)
+    monkeypatch.setattr(encoder_module, "ENTRY_CHUNK", 50)
     chunked = Encoder.from_pretrained(tiny_student, device="cpu", cache_size=0)
     np.testing.assert_allclose(chunked.embed_bags(bags, batch_size=16), forward_bags(tiny_student, bags), atol=1e-5)
     # two blocks: the second sees the first's output, so both run on the gathered rows
@@ -150,10 +152,10 @@ def test_reduced_precision_stays_close_to_float32(
 def test_int8_gpu_style_path_equals_the_fbgemm_path(tiny_student, monkeypatch):
     texts = ODD_TEXTS + ["bank rate of the united states", "the cat and the dog"]
     fbgemm = Encoder.from_pretrained(tiny_student, dtype="int8", cache_size=0)
-    assert fbgemm._packed is not None
-    monkeypatch.setattr(inference, "_has_fbgemm_byte_bag", lambda: False)
+    assert fbgemm.pooling.packed is not None
+    monkeypatch.setattr(tables_module, "has_fbgemm_byte_bag", lambda: False)
     plain = Encoder.from_pretrained(tiny_student, dtype="int8", cache_size=0)
-    assert plain._packed is None and plain._int8.dtype == torch.int8
+    assert plain.pooling.packed is None and plain.pooling.int8.dtype == torch.int8
     np.testing.assert_allclose(plain.encode(texts), fbgemm.encode(texts), atol=1e-5)
 
 
@@ -168,12 +170,12 @@ def test_a_text_does_not_depend_on_its_batch(tiny_student, dtype):
 
 def test_rho_precision_follows_the_device_or_the_caller(tiny_student):
     int8 = Encoder.from_pretrained(tiny_student, dtype="int8")
-    assert int8.rho_dtype == "int8" and int8._packed.dtype == torch.uint8
+    assert int8.rho_dtype == "int8" and int8.pooling.packed.dtype == torch.uint8
     assert Encoder.from_pretrained(tiny_student, dtype="float32").rho_dtype == "float32"
     forced = Encoder.from_pretrained(tiny_student, dtype="int8", rho_dtype="float32")
     assert forced.rho_dtype == "float32"
     for dtype in ("float16", "bfloat16"):
-        expected = dtype if inference._cpu_supports(getattr(torch, dtype)) else "float32"
+        expected = dtype if cpu_supports(getattr(torch, dtype)) else "float32"
         assert Encoder.from_pretrained(tiny_student, dtype=dtype).rho_dtype == expected
     with pytest.raises(ValueError, match="dtype"):
         Encoder.from_pretrained(tiny_student, dtype="int4")
@@ -218,6 +220,36 @@ def test_bad_input_is_named(tiny_encoder):
         Encoder.from_pretrained(42)
 
 
+@pytest.mark.parametrize(
+    ("batch_size", "error"), [(0, ValueError), (-3, ValueError), (2.5, TypeError), ("8", TypeError)]
+)
+def test_bad_batch_sizes_and_limits_are_named(tiny_encoder, tiny_student, batch_size, error):
+    with pytest.raises(error, match="batch_size must be a positive integer"):
+        tiny_encoder.encode(["the bank"], batch_size=batch_size)
+    with pytest.raises(error, match="batch_size must be a positive integer"):
+        tiny_encoder.embed_bags([[1, 2]], batch_size=batch_size)
+    with pytest.raises(error, match="batch_size must be a positive integer"):
+        tiny_student.encode(["the bank"], batch_size=batch_size)
+    with pytest.raises(ValueError, match="cache_size must be a non-negative integer"):
+        Encoder.from_pretrained(tiny_student, cache_size=-1)
+    with pytest.raises(ValueError, match="cache_size must be a non-negative integer"):
+        Encoder.from_pretrained(tiny_student, cache_size=1.5)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"max_batch": 0}, ValueError, "max_batch must be ≥ 1"),
+        ({"max_batch": "4"}, TypeError, "max_batch must be a positive integer"),
+        ({"max_wait_ms": -1}, ValueError, "max_wait_ms ≥ 0"),
+        ({"max_wait_ms": "2"}, TypeError, "max_wait_ms must be a number"),
+    ],
+)
+def test_batching_encoder_refuses_bad_limits(tiny_encoder, options, error, message):
+    with pytest.raises(error, match=message):
+        BatchingEncoder(tiny_encoder, **options)
+
+
 def test_from_a_saved_folder_equals_in_memory(tiny_student, tiny_encoder, tmp_path):
     tiny_student.save_pretrained(tmp_path)
     loaded = Encoder.from_pretrained(tmp_path, device="cpu")
@@ -253,7 +285,7 @@ def test_cache_counts_evicts_and_returns_copies(tiny_student, monkeypatch):
     encoder.encode(["oil price"])  # evicts the least recently used: "the dog"
     info = encoder.cache_info()
     assert (info["hits"], info["misses"], info["size"]) == (2, 5, 3) and info["hit_rate"] == pytest.approx(2 / 7)
-    assert list(encoder._cache) == ["a bank", "the cat", "oil price"]
+    assert encoder.cache.texts() == ["a bank", "the cat", "oil price"]
     again[:] = 1
     fresh = Encoder.from_pretrained(tiny_student, cache_size=0)
     np.testing.assert_allclose(encoder.encode(["a bank", "the cat"]), fresh.encode(["a bank", "the cat"]), atol=1e-6)
@@ -333,7 +365,7 @@ def test_batching_encoder_finishes_pending_work_and_reports_errors(tiny_student,
 def test_cuda_matches_cpu(tiny_student, real_texts, dtype, bound):
     reference = Encoder.from_pretrained(tiny_student, device="cpu", cache_size=0).encode(real_texts)
     encoder = Encoder.from_pretrained(tiny_student, device="cuda", dtype=dtype, cache_size=0)
-    assert encoder._scores.device.type == "cuda"
+    assert encoder.pooling.tables.scores.device.type == "cuda"
     got = encoder.encode(real_texts)
     assert cosine(got, reference).mean() >= bound
     assert encoder.encode(real_texts[:3], convert_to_numpy=False).device.type == "cuda"

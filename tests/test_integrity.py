@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from bertapprox_hf import BertApproxModel
 from bertapprox_hf.inference import Encoder
-from bertapprox_hf.integrity import RECORD_NAME, IntegrityError, safetensors_tensor_digests
+from bertapprox_hf.model.integrity import RECORD_NAME, IntegrityError, safetensors_tensor_digests
 
 from .conftest import trained_student
 

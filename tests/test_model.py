@@ -106,7 +106,8 @@ def test_a_context_block_starts_as_the_model_without_it_and_lets_entries_interac
     plain_one.load_state_dict(trained.state_dict(), strict=False)
     a, b = torch.tensor([[3, 4, 5]]), torch.tensor([[3, 4, 6]])
     differences = [
-        model(input_ids=a).last_hidden_state[0, :2] - model(input_ids=b).last_hidden_state[0, :2]
+        model(input_ids=a, output_entry_states=True).last_hidden_state[0, :2]
+        - model(input_ids=b, output_entry_states=True).last_hidden_state[0, :2]
         for model in (trained, plain_one)
     ]
     assert differences[0].abs().max() > 1e-3  # φ of entries 3 and 4 changed with their neighbour
@@ -140,6 +141,16 @@ def test_bad_inputs_get_clear_errors():
         model(input_ids=torch.tensor([[1, 2]]), attention_mask=torch.tensor([[1, 1, 1]]))
     with pytest.raises(ValueError, match=r"\[batch, bag\]"):
         model(input_ids=torch.zeros(1, 2, 3, dtype=torch.long))
+    with pytest.raises(TypeError, match="input_ids must be a tensor"):
+        model(input_ids=[[1, 2]])
+    with pytest.raises(TypeError, match="attention_mask must be a tensor"):
+        model(input_ids=torch.tensor([[1, 2]]), attention_mask=[[1, 1]])
+    with pytest.raises(TypeError, match="integer entry ids"):
+        model(input_ids=torch.tensor([[1.0, 2.0]]))
+    with pytest.raises(ValueError, match="0 \\(padding\\) and 1 \\(entry\\) only"):
+        model(input_ids=torch.tensor([[1, 2]]), attention_mask=torch.tensor([[1, 2]]))
+    boolean = model(input_ids=torch.tensor([[1, 2]]), attention_mask=torch.tensor([[True, False]])).pooler_output
+    torch.testing.assert_close(boolean, model(input_ids=torch.tensor([[1]])).pooler_output)
 
 
 @pytest.mark.parametrize(
@@ -188,12 +199,12 @@ def test_pairs_start_at_zero_then_add_the_order_of_the_entries():
 
 
 def test_consecutive_pairs_are_the_bag_without_skipgrams_in_order():
-    from bertapprox_hf.modeling_bertapprox import consecutive_pairs
+    from bertapprox_hf.model.pooling_bertapprox import consecutive_pairs
 
     ids = torch.tensor([[4, 45, 6, 7, 46, 0], [9, 0, 0, 0, 0, 0]])
     is_skipgram = torch.zeros(50, dtype=torch.bool)
     is_skipgram[45:] = True
-    left, right, mask = consecutive_pairs(ids, (ids > 0).long(), is_skipgram)
+    left, right, mask = consecutive_pairs((ids > 0) & ~is_skipgram[ids])
     pairs = [
         [(int(ids[row, a]), int(ids[row, b])) for a, b, m in zip(left[row], right[row], mask[row], strict=True) if m]
         for row in range(2)

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from bertapprox_hf.modeling_bertapprox import BertApproxModel
+from bertapprox_hf.model.modeling_bertapprox import BertApproxModel
 from bertapprox_hf.training import Trainer
 from bertapprox_hf.training.recovery import staged_folder, truncate_metrics_log
 

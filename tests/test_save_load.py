@@ -61,6 +61,7 @@ def test_round_trip_through_auto_classes_in_a_fresh_process(tiny_vocab, tmp_path
     assert {"config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json"} <= files
     assert {"configuration_bertapprox.py", "modeling_bertapprox.py", "tokenization_bertapprox.py"} <= files
     assert {"text_normalization.py", "fast_bags.py", "word_cache.py"} <= files
+    assert {"text_normalization.py", "pooling_bertapprox.py", "encoding_bertapprox.py"} <= files
     config = json.loads((folder / "config.json").read_text())
     assert config["auto_map"]["AutoModel"] == "modeling_bertapprox.BertApproxModel"
     tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())

@@ -87,10 +87,10 @@ def test_the_shipped_student_is_whole_but_for_its_entry_table():
     and its check holds the original's embeddings (make student restores it on a local vocabulary)."""
     from safetensors.torch import load_file
 
-    from bertapprox_hf.configuration_bertapprox import BertApproxConfig
     from bertapprox_hf.hub.stripped import entries_digest
-    from bertapprox_hf.modeling_bertapprox import BertApproxModel
-    from bertapprox_hf.tokenization_bertapprox import load_entries
+    from bertapprox_hf.model.configuration_bertapprox import BertApproxConfig
+    from bertapprox_hf.model.modeling_bertapprox import BertApproxModel
+    from bertapprox_hf.model.tokenization_bertapprox import load_entries
 
     settings = json.loads((SHIPPED / "config.json").read_text())
     entries = load_entries(str(SHIPPED / "entries.txt"))

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from bertapprox_hf import BertApproxTokenizer
-from bertapprox_hf.text_normalization import split_words
-from bertapprox_hf.tokenization_bertapprox import MAX_BAG_SIZE
+from bertapprox_hf.model.text_normalization import split_words
+from bertapprox_hf.model.tokenization_bertapprox import MAX_BAG_SIZE
 
 from .conftest import TRAIN, read_texts
 

@@ -9,10 +9,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from bertapprox_hf.model.tokenization_bertapprox import SKIP_MARKER
 from bertapprox_hf.pipeline import vocab_builder
 from bertapprox_hf.pipeline.vocab_builder import NgramCounter, VocabularyConfig, embed_entries, npmi
 from bertapprox_hf.pipeline.vocabulary import Vocabulary
-from bertapprox_hf.tokenization_bertapprox import SKIP_MARKER
 
 
 def test_entries_of_all_kinds_are_present(minilm_vocab):

@@ -72,7 +72,7 @@ def _model_init(args) -> int:
 
 
 def _model_info(args) -> int:
-    from ..modeling_bertapprox import BertApproxModel
+    from ..model.modeling_bertapprox import BertApproxModel
 
     model = BertApproxModel.from_pretrained(args.folder)
     info = {
@@ -85,7 +85,7 @@ def _model_info(args) -> int:
 
 
 def _encode(args) -> int:
-    from ..modeling_bertapprox import BertApproxModel
+    from ..model.modeling_bertapprox import BertApproxModel
 
     model = BertApproxModel.from_pretrained(args.model)
     texts = args.text or [line.rstrip("\n") for line in sys.stdin]

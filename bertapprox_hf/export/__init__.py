@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from .runtime import OnnxEncoder, TorchScriptEncoder
+from .runtime import OnnxStudent, TorchScriptStudent
 from .verify import DEFAULT_TEXTS, TOLERANCE, read_texts
 
 FORMATS = ("onnx", "torchscript")
@@ -31,8 +31,8 @@ __all__ = [
     "DEFAULT_TEXTS",
     "FORMATS",
     "TOLERANCE",
-    "OnnxEncoder",
-    "TorchScriptEncoder",
+    "OnnxStudent",
+    "TorchScriptStudent",
     "export_model",
     "read_texts",
 ]

@@ -8,7 +8,7 @@ from string import Template
 
 import torch
 
-from ..modeling_bertapprox import BertApproxModel
+from ..model.modeling_bertapprox import BertApproxModel
 from ..pipeline.jsonio import read_json, write_json_atomic
 from .graph import INPUT_NAMES, OUTPUT_NAME
 

@@ -14,7 +14,7 @@ import torch
 
 from .common import finish, load_student, write_side_files
 from .graph import INPUT_NAMES, OUTPUT_NAME, VALUES_NAME, BagEmbeddingGraph
-from .runtime import ONNX_FILES, OnnxEncoder
+from .runtime import ONNX_FILES, OnnxStudent
 from .verify import DEFAULT_TEXTS, TOLERANCE, check_parity, model_run, quantization_loss
 
 EXTERNAL_DATA_BYTES = 1 << 30  # larger graphs keep their weights in a side file (ONNX protobufs stop at 2 GB)
@@ -98,7 +98,7 @@ def export_onnx(
     path = os.path.join(out_dir, ONNX_FILES["float32"])
     save_onnx_graph(BagEmbeddingGraph(model), path, opset)
     write_side_files(model, out_dir)
-    encoder = OnnxEncoder.from_pretrained(out_dir, providers=["CPUExecutionProvider"])
+    encoder = OnnxStudent.from_pretrained(out_dir, providers=["CPUExecutionProvider"])
     texts = list(DEFAULT_TEXTS if texts is None else texts)
     report = {
         "format": "onnx",
@@ -112,7 +112,7 @@ def export_onnx(
     if int8:
         int8_path = os.path.join(out_dir, ONNX_FILES["int8"])
         nodes = quantize_tables(path, int8_path)
-        quantized = OnnxEncoder.from_pretrained(out_dir, dtype="int8", providers=["CPUExecutionProvider"])
+        quantized = OnnxStudent.from_pretrained(out_dir, dtype="int8", providers=["CPUExecutionProvider"])
         bags = model.get_tokenizer().encode_bags(texts, model.config.max_bag_size)
         report["int8"] = {
             "graph": ONNX_FILES["int8"],
@@ -123,7 +123,7 @@ def export_onnx(
         }
         report["bytes"][ONNX_FILES["int8"]] = os.path.getsize(int8_path)
     report["seconds"] = round(time.perf_counter() - started, 2)
-    return finish(out_dir, report, model, ONNX_FILES["float32"], "OnnxEncoder", "onnxruntime")
+    return finish(out_dir, report, model, ONNX_FILES["float32"], "OnnxStudent", "onnxruntime")
 
 
 def _opset(path: str) -> int | None:

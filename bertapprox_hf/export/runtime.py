@@ -1,9 +1,9 @@
 """Run an exported student: the Python tokenizer makes bags, the graph (ONNX Runtime or TorchScript) embeds them.
 
-    encoder = OnnxEncoder.from_pretrained("exported/onnx")            # or dtype="int8"
-    embeddings = encoder.encode(["what is the interest rate", "new york city"])   # [2, dim] float32
+    student = OnnxStudent.from_pretrained("exported/onnx")            # or dtype="int8"
+    embeddings = student.encode(["what is the interest rate", "new york city"])   # [2, dim] float32
 
-The API mirrors :class:`bertapprox_hf.inference.Encoder` (``encode``, ``embed_bags``, ``dim``,
+The API mirrors :class:`bertapprox_hf.Encoder` (``encode``, ``embed_bags``, ``dim``,
 ``similarity``) without its cache. The tokenizer is not part of the graph: it is the same
 ``BertApproxTokenizer`` (``vocab.txt`` and ``tokenizer_config.json`` beside the graph).
 """
@@ -16,9 +16,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..configuration_bertapprox import BertApproxConfig
-from ..inference import ConfigProperties
-from ..tokenization_bertapprox import BertApproxTokenizer, pad_bag_arrays
+from ..inference.protocol import ConfigProperties
+from ..model.configuration_bertapprox import BertApproxConfig
+from ..model.encoding_bertapprox import check_batch_size, embed_sorted, encode_texts
+from ..model.tokenization_bertapprox import BertApproxTokenizer, pad_bag_arrays
 from .graph import INPUT_NAMES
 
 ONNX_FILES = {"float32": "model.onnx", "int8": "model_int8.onnx"}
@@ -42,7 +43,7 @@ def resolve_folder(name_or_path: str | os.PathLike, file_name: str) -> str:
     return path
 
 
-class BagGraphEncoder(ConfigProperties):
+class ExportedStudent(ConfigProperties):
     """Texts → bags (Python tokenizer) → padded batches → an exported graph → embeddings."""
 
     def __init__(self, folder: str, tokenizer: BertApproxTokenizer, config: BertApproxConfig) -> None:
@@ -59,12 +60,15 @@ class BagGraphEncoder(ConfigProperties):
     def _run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def _embed(self, bags: list) -> torch.Tensor:
+        """Embeddings [len(bags), dim] of one batch of bags: padded, then one run of the graph."""
+        return torch.from_numpy(np.asarray(self._run(*pad_bag_arrays(bags)), dtype=np.float32))
+
     def embed_bags(self, bags: Sequence[Sequence[int]], batch_size: int = 64) -> np.ndarray:
         """Embeddings [len(bags), dim] float32 of bags of entry ids, ``batch_size`` bags a run."""
         if bags is None or isinstance(bags, (str, bytes)):
             raise TypeError(f"expected a list of bags of entry ids, got {type(bags).__name__}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        batch_size = check_batch_size(batch_size)
         bags = list(bags)
         for position, bag in enumerate(bags):
             ids = np.asarray(bag)
@@ -72,10 +76,7 @@ class BagGraphEncoder(ConfigProperties):
                 ids.size and (ids.dtype.kind not in "iu" or ids.min() < 0 or ids.max() >= self.vocab_size)
             ):
                 raise ValueError(f"bag {position} must be a list of integer entry ids in [0, {self.vocab_size})")
-        chunks = [
-            self._run(*pad_bag_arrays(bags[start : start + batch_size])) for start in range(0, len(bags), batch_size)
-        ]
-        return np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros((0, self.dim), np.float32)
+        return embed_sorted(bags, self._embed, self.dim, batch_size).numpy()
 
     def encode(
         self,
@@ -89,30 +90,19 @@ class BagGraphEncoder(ConfigProperties):
 
         Texts are batched by bag length (less padding) and returned in input order.
         """
-        single = isinstance(texts, str)
-        if texts is None or not (single or isinstance(texts, (list, tuple))):
-            raise TypeError(f"texts must be a string or a list of strings, got {type(texts).__name__}")
-        texts = [texts] if single else list(texts)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        bags = self.tokenizer.encode_bags(texts, self.max_bag_size)
-        order = np.argsort([len(bag) for bag in bags], kind="stable")
-        result = np.empty((len(texts), self.dim), dtype=np.float32)
-        starts = range(0, len(order), batch_size)
-        if show_progress_bar:
-            from tqdm.auto import tqdm
-
-            starts = tqdm(starts, desc="Encoding", unit="batch")
-        for start in starts:
-            rows = order[start : start + batch_size]
-            result[rows] = self._run(*pad_bag_arrays([bags[i] for i in rows]))
-        if normalize_embeddings:
-            result /= np.maximum(np.linalg.norm(result, axis=1, keepdims=True), 1e-12)
-        out = result if convert_to_numpy else torch.from_numpy(result)
-        return out[0] if single else out
+        return encode_texts(
+            texts,
+            lambda batch: self.tokenizer.encode_bags(batch, self.max_bag_size),
+            self._embed,
+            self.dim,
+            batch_size=batch_size,
+            convert_to_numpy=convert_to_numpy,
+            normalize_embeddings=normalize_embeddings,
+            show_progress_bar=show_progress_bar,
+        )
 
 
-class OnnxEncoder(BagGraphEncoder):
+class OnnxStudent(ExportedStudent):
     """An exported ONNX student run with ONNX Runtime; build it with :meth:`from_pretrained`."""
 
     def __init__(self, folder: str, session, tokenizer: BertApproxTokenizer, config: BertApproxConfig) -> None:
@@ -127,7 +117,7 @@ class OnnxEncoder(BagGraphEncoder):
         dtype: str = "float32",
         providers: Sequence[str] | None = None,
         num_threads: int | None = None,
-    ) -> OnnxEncoder:
+    ) -> OnnxStudent:
         """Load ``model.onnx`` (``dtype="int8"``: ``model_int8.onnx``) and the tokenizer from an export folder.
 
         Args:
@@ -161,10 +151,10 @@ class OnnxEncoder(BagGraphEncoder):
         return self.session.run([self.output_name], feeds)[0]
 
     def __repr__(self) -> str:
-        return f"OnnxEncoder(vocab={self.vocab_size}, dim={self.dim}, providers={self.session.get_providers()})"
+        return f"OnnxStudent(vocab={self.vocab_size}, dim={self.dim}, providers={self.session.get_providers()})"
 
 
-class TorchScriptEncoder(BagGraphEncoder):
+class TorchScriptStudent(ExportedStudent):
     """An exported TorchScript student (``model.pt``); build it with :meth:`from_pretrained`."""
 
     def __init__(
@@ -175,7 +165,7 @@ class TorchScriptEncoder(BagGraphEncoder):
         self.device = device
 
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, device: str | torch.device = "cpu") -> TorchScriptEncoder:
+    def from_pretrained(cls, folder: str | os.PathLike, device: str | torch.device = "cpu") -> TorchScriptStudent:
         """Load ``model.pt`` (``torch.jit.load``) and the tokenizer from an export folder."""
         path = resolve_folder(folder, TORCHSCRIPT_FILE)
         device = torch.device(device)
@@ -189,4 +179,4 @@ class TorchScriptEncoder(BagGraphEncoder):
         return self.module(ids, mask).float().cpu().numpy()
 
     def __repr__(self) -> str:
-        return f"TorchScriptEncoder(vocab={self.vocab_size}, dim={self.dim}, device={self.device})"
+        return f"TorchScriptStudent(vocab={self.vocab_size}, dim={self.dim}, device={self.device})"

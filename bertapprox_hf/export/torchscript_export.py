@@ -11,7 +11,7 @@ import torch
 
 from .common import finish, load_student, write_side_files
 from .graph import BagEmbeddingGraph
-from .runtime import TORCHSCRIPT_FILE, TorchScriptEncoder
+from .runtime import TORCHSCRIPT_FILE, TorchScriptStudent
 from .verify import DEFAULT_TEXTS, TOLERANCE, check_parity
 
 NOTE = "torch.jit is deprecated in recent torch releases (it still works in 2.13); ONNX is the long-lived format"
@@ -38,7 +38,7 @@ def export_torchscript(
         warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch.jit")
         torch.jit.script(BagEmbeddingGraph(model)).save(path)
     write_side_files(model, out_dir)
-    encoder = TorchScriptEncoder.from_pretrained(out_dir)
+    encoder = TorchScriptStudent.from_pretrained(out_dir)
     report = {
         "format": "torchscript",
         "source": os.path.abspath(os.fspath(model_dir)),
@@ -49,4 +49,4 @@ def export_torchscript(
         "note": NOTE,
         "seconds": round(time.perf_counter() - started, 2),
     }
-    return finish(out_dir, report, model, TORCHSCRIPT_FILE, "TorchScriptEncoder", "torch")
+    return finish(out_dir, report, model, TORCHSCRIPT_FILE, "TorchScriptStudent", "torch")

@@ -10,8 +10,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from ..modeling_bertapprox import BertApproxModel
-from ..tokenization_bertapprox import pad_bag_arrays
+from ..model.modeling_bertapprox import BertApproxModel
+from ..model.tokenization_bertapprox import pad_bag_arrays
 
 TOLERANCE = 1e-5  # max |exported - PyTorch| over all embedding values, float32
 SHAPES = ((1, 1), (1, 512), (37, 1), (37, 512))  # (batch, bag) runs that exercise the dynamic axes

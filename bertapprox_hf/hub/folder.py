@@ -14,7 +14,7 @@ import os
 import shutil
 
 from ..export.common import scrub_tokenizer_config
-from ..modeling_bertapprox import BertApproxModel
+from ..model.modeling_bertapprox import BertApproxModel
 from .model_card import load_json_source, teacher_hub_id, write_model_card
 
 COPIED = ("training.json",)

@@ -23,7 +23,7 @@ import shutil
 
 import numpy as np
 
-from ..tokenization_bertapprox import load_entries
+from ..model.tokenization_bertapprox import load_entries
 
 TABLE_KEY = "entry_table.weight"
 WEIGHTS = "weights.safetensors"
@@ -111,8 +111,8 @@ def restore_student(stripped_dir: str, vocab_dir: str, out_dir: str) -> dict:
     import torch
     from safetensors.torch import load_file
 
-    from ..configuration_bertapprox import BertApproxConfig
-    from ..modeling_bertapprox import BertApproxModel
+    from ..model.configuration_bertapprox import BertApproxConfig
+    from ..model.modeling_bertapprox import BertApproxModel
     from ..pipeline.vocabulary import Vocabulary
 
     with open(os.path.join(stripped_dir, "config.json"), encoding="utf-8") as handle:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..tokenization_bertapprox import MAX_BAG_SIZE, BagEncoder
+from ..model.tokenization_bertapprox import MAX_BAG_SIZE, BagEncoder
 from .targets import check_teacher_compatible
 from .teacher import Teacher
 from .vocabulary import Vocabulary

@@ -148,6 +148,15 @@ class Teacher:
         """Embedding dimension."""
         return int(self.model.config.hidden_size)
 
+    @property
+    def similarity(self) -> str:
+        """``"cosine"`` or ``"dot"``: how the teacher's embeddings are compared."""
+        return self.pooling.similarity
+
+    def description(self) -> dict:
+        """:meth:`describe` with ``kind: teacher`` (the :class:`~bertapprox_hf.inference.TextEncoder` record)."""
+        return {"kind": "teacher", **self.describe()}
+
     def describe(self) -> dict:
         """What identifies this teacher's embeddings (recorded with every artifact made from them)."""
         return {

@@ -29,8 +29,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from ..modeling_bertapprox import BertApproxModel
-from ..tokenization_bertapprox import SKIP_MARKER, BertApproxTokenizer, entry_kind
+from ..model.modeling_bertapprox import BertApproxModel
+from ..model.tokenization_bertapprox import SKIP_MARKER, BertApproxTokenizer, entry_kind
 
 #: state tensors with one row per vocabulary entry (the ones adaptation extends)
 ENTRY_ROWS = ("entry_table.weight", "entry_adapter.weight", "pooling.entry_bias.weight", "entry_is_skipgram")
@@ -69,8 +69,8 @@ def mine_new_entries(
 ) -> list[tuple[str, int]]:
     """``(entry, count)`` of the frequent words, n-grams and skip-grams of ``texts`` that ``tokenizer`` lacks, words
     first, each kind by the vocabulary builder's ranking."""
-    from ..text_normalization import split_words
-    from ..tokenization_bertapprox import PIECE_PREFIX
+    from ..model.text_normalization import split_words
+    from ..model.tokenization_bertapprox import PIECE_PREFIX
     from .vocab_builder import NgramCounter, VocabularyConfig, select_multiword
 
     counting = VocabularyConfig(
@@ -221,7 +221,7 @@ def fine_tune_new_entries(
     every other weight, and the old entries' rows, come out as they went in. Returns the loss before and after."""
     from tqdm.auto import tqdm
 
-    from ..tokenization_bertapprox import pad_bag_arrays
+    from ..model.tokenization_bertapprox import pad_bag_arrays
     from ..training.config import LossConfig
     from ..training.losses import distillation_loss
 

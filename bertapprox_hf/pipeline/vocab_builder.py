@@ -36,8 +36,8 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 from tqdm.auto import tqdm
 
-from ..text_normalization import split_words
-from ..tokenization_bertapprox import PIECE_PREFIX, SKIP_MARKER
+from ..model.text_normalization import split_words
+from ..model.tokenization_bertapprox import PIECE_PREFIX, SKIP_MARKER
 from .corpus import iter_texts
 from .teacher import Teacher
 from .vocabulary import PAD_TOKEN, Vocabulary

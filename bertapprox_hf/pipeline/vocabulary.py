@@ -7,7 +7,7 @@ A vocabulary folder holds two files:
   settings, statistics, tokenizer normalization).
 
 Entry 0 is ``[PAD]`` (a zero vector); the teacher's unknown token follows. Entry kinds are read
-from the strings (see :func:`bertapprox_hf.tokenization_bertapprox.entry_kind`).
+from the strings (see :func:`bertapprox_hf.model.tokenization_bertapprox.entry_kind`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from ..tokenization_bertapprox import BertApproxTokenizer, entry_kind
+from ..model.tokenization_bertapprox import BertApproxTokenizer, entry_kind
 from .jsonio import read_json, write_json_atomic
 
 EMBEDDINGS_FILE = "vocabulary.safetensors"

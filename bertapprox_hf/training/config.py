@@ -24,7 +24,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..configuration_bertapprox import BertApproxConfig
+from ..model.configuration_bertapprox import BertApproxConfig
 from ..pipeline.precision import PRECISIONS
 
 

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from ..model.tokenization_bertapprox import BertApproxTokenizer, pad_bag_arrays
 from ..pipeline.crops import is_crop, source_id
 from ..pipeline.targets import load_targets, targets_columns
-from ..tokenization_bertapprox import BertApproxTokenizer, pad_bag_arrays
 from .config import DataConfig
 
 HASH_BUCKETS = 1_000_000

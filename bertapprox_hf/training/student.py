@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..configuration_bertapprox import BertApproxConfig
-from ..modeling_bertapprox import BertApproxModel
+from ..model.configuration_bertapprox import BertApproxConfig
+from ..model.modeling_bertapprox import BertApproxModel
 from ..pipeline.vocabulary import Vocabulary
 
 
@@ -58,7 +58,7 @@ def load_student_to_train(path: str, vocabulary: Vocabulary, **expected_config) 
     """
     import os
 
-    from ..tokenization_bertapprox import load_entries
+    from ..model.tokenization_bertapprox import load_entries
 
     vocab_file = os.path.join(path, "vocab.txt")
     if not os.path.isfile(vocab_file):

@@ -264,7 +264,7 @@ cli("cli", "queries file not UTF-8", ["search", "--index", str(ROOT / "i3"), "--
 
 # --- item 7: teacher window count and the metrics log of a resumed run --------------------------------
 G = "window"
-from bertapprox_hf.tokenization_bertapprox import BagEncoder  # noqa: E402
+from bertapprox_hf.model.tokenization_bertapprox import BagEncoder  # noqa: E402
 
 hf = teacher.tokenizer
 special = set(hf.all_special_tokens)

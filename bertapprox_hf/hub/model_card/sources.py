@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ...model.tokenization_bertapprox import entry_kind
 from ...pipeline.jsonio import read_json
-from ...tokenization_bertapprox import entry_kind
 
 KNOWN_TEACHERS = {
     "all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",

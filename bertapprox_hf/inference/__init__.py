@@ -1,0 +1,8 @@
+"""Serving the student: the fast :class:`Encoder`, request batching and the :class:`TextEncoder` protocol."""
+
+from .batching import BatchingEncoder
+from .cache import EmbeddingCache
+from .encoder import Encoder
+from .protocol import ConfigProperties, TextEncoder
+
+__all__ = ["BatchingEncoder", "ConfigProperties", "EmbeddingCache", "Encoder", "TextEncoder"]
