@@ -164,6 +164,8 @@ def run_study(args: argparse.Namespace) -> dict:
 # --- outputs -----------------------------------------------------------------------------------
 def best_config(study, args: argparse.Namespace, metric: str) -> dict:
     """The config file with the shared overrides and the best trial's values, as a nested mapping."""
+    from bertapprox_hf.training.config import parse_scalar
+
     values: dict = {"base": os.path.abspath(args.config)}
     items = [item.split("=", 1) for item in args.set] + [[k, v] for k, v in study.best_trial.params.items()]
     for key, value in items:
@@ -171,21 +173,9 @@ def best_config(study, args: argparse.Namespace, metric: str) -> dict:
         parts = key.strip().split(".")
         for part in parts[:-1]:
             cursor = cursor.setdefault(part, {})
-        cursor[parts[-1]] = scalar(value) if isinstance(value, str) else value
+        cursor[parts[-1]] = parse_scalar(value) if isinstance(value, str) else value
     values.setdefault("eval", {})["metric"] = metric
     return values
-
-
-def scalar(text: str):
-    """A ``--set`` value as the config reads it: a number when it is one (``1e-3`` too), else YAML."""
-    import yaml
-
-    for number in (int, float):
-        try:
-            return number(text)
-        except ValueError:
-            pass
-    return yaml.safe_load(text)
 
 
 def trial_record(trial) -> dict:

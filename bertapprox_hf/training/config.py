@@ -165,7 +165,7 @@ def expand_variables(text: str) -> str:
     return _VARIABLE.sub(value, text)
 
 
-def _parse_scalar(text: str) -> Any:
+def parse_scalar(text: str) -> Any:
     """A --set value as YAML would read it, with numbers like 1e-3 read as numbers."""
     import yaml
 
@@ -190,7 +190,7 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
     if typing.get_origin(kind) is list:
         return _coerce_str_list(value, key)
     if isinstance(value, str) and kind is not str:
-        value = _parse_scalar(value)
+        value = parse_scalar(value)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if kind is str and isinstance(value, str):
