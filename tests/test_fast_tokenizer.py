@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bertapprox_hf import fast_bags, text_normalization
+from bertapprox_hf.model import fast_bags, text_normalization
 from bertapprox_hf.model.fast_bags import CompiledBagEncoder, load_extension
 from bertapprox_hf.model.text_normalization import normalize_text, split_words
 from bertapprox_hf.model.tokenization_bertapprox import BagEncoder, BertApproxTokenizer, load_entries

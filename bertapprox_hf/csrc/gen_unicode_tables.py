@@ -19,7 +19,7 @@ import regex
 try:
     from bertapprox_hf.model import text_normalization as tn
 except ImportError:
-    from bertapprox_hf import text_normalization as tn
+    from bertapprox_hf.model import text_normalization as tn
 
 HEADER = Path(__file__).resolve().parent.parent / "bertapprox_hf" / "csrc" / "unicode_tables.h"
 MAX_CP = 0x110000
