@@ -369,3 +369,25 @@ def test_cuda_matches_cpu(tiny_student, real_texts, dtype, bound):
     got = encoder.encode(real_texts)
     assert cosine(got, reference).mean() >= bound
     assert encoder.encode(real_texts[:3], convert_to_numpy=False).device.type == "cuda"
+
+
+def test_cache_is_bounded_in_bytes_and_skips_long_texts():
+    """Untrusted text cannot fill the memory through the cache: a long text is never kept, and the texts and rows
+    kept stay within the byte budget however many distinct texts stream through."""
+    from bertapprox_hf.inference.cache import EmbeddingCache
+
+    cache = EmbeddingCache(10_000, max_bytes=200_000, max_text_chars=1_000)
+    row = np.ones(384, dtype=np.float32)
+    cache.store(["x" * 5_000], row[None])
+    assert cache.info()["size"] == 0 and cache.bytes == 0
+    for start in range(0, 3_000, 100):
+        texts = [f"{number} " + "word " * 150 for number in range(start, start + 100)]
+        cache.store(texts, np.ones((100, 384), dtype=np.float32))
+        assert cache.bytes <= 200_000
+    kept = cache.texts()
+    assert 0 < len(kept) < 3_000 and kept[-1].startswith("2999 ")  # the most recent are kept
+    out = np.zeros((1, 384), dtype=np.float32)
+    first, _ = cache.lookup([kept[-1]], out)
+    assert not first and out[0, 0] == 1.0
+    cache.clear()
+    assert cache.bytes == 0 and cache.info()["size"] == 0
