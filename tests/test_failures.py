@@ -88,8 +88,8 @@ def test_bags_label_fallback_pieces_and_weights_follow_the_pooling(tiny_student_
     assert weights.shape == (1, ids.shape[1], model.config.num_heads)
     torch.testing.assert_close(weights.sum(1), torch.ones(1, model.config.num_heads))
     # the weights are the ones the forward pass pools with: the pooled vector they give is its pooled vector
-    features = model.entry_features(ids)
-    pooled = model.pooling.weighted_sum(features, weights)
+    features = model(ids, output_entry_states=True).last_hidden_state
+    pooled = model.bag_pooling().weighted_sum(features, weights)
     torch.testing.assert_close(model.embed_pooled(pooled), model(ids).pooler_output, atol=1e-5, rtol=1e-5)
 
 

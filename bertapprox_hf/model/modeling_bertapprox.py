@@ -80,14 +80,17 @@ class BertApproxPreTrainedModel(PreTrainedModel):
             nn.init.zeros_(module.queries)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """Load as transformers does, after checking a local folder's weights and vocabulary sizes; the entry
-        table stays frozen."""
-        if os.path.isdir(str(pretrained_model_name_or_path)):
-            check_model_folder(str(pretrained_model_name_or_path))
-        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, verify_integrity: bool | None = None, **kwargs):
+        """Load as transformers does, after checking a local folder's weights and vocabulary sizes and its
+        integrity record (:mod:`.integrity`; ``verify_integrity=False`` skips that and the weight checks); the
+        entry table stays frozen."""
+        from .integrity import load_checked
+
+        wants_info = kwargs.pop("output_loading_info", False)
+        path, load = pretrained_model_name_or_path, super().from_pretrained
+        model, info = load_checked(load, path, args, kwargs, verify_integrity, check_model_folder)
         model.entry_table.weight.requires_grad_(False)  # loading gives it a fresh, trainable Parameter
-        return model
+        return (model, info) if wants_info else model
 
 
 class BertApproxModel(BertApproxPreTrainedModel):
@@ -195,6 +198,15 @@ class BertApproxModel(BertApproxPreTrainedModel):
         """ρ over this model's own modules: the pooled vector to the sentence embedding."""
         return Readout(self.rho, self.output_projection, self.config.normalize)
 
+    @torch.no_grad()
+    def pooling_weights(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The attention pooling's weight of each entry of each bag, per head: [batch, bag, num_heads] (the last
+        round's; the context blocks pool with the same weights, pair features have their own). Padding gets 0."""
+        if attention_mask is None:
+            attention_mask = (input_ids != self.config.pad_token_id).long()
+        unique_ids, rows = torch.unique(input_ids, return_inverse=True)
+        return self.bag_pooling().last_weights(rows, attention_mask, self.entry_tables(unique_ids))
+
     def embed_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
         """ρ and the optional L2 normalization: pooled vector to sentence embedding (float32)."""
         return self.readout()(pooled)
@@ -258,6 +270,10 @@ class BertApproxModel(BertApproxPreTrainedModel):
         if self._tokenizer is not None:
             self._tokenizer.save_pretrained(save_directory)
         write_sentence_transformers_files(str(save_directory), self.config)
+        if kwargs.get("is_main_process", True):
+            from .integrity import write_record
+
+            write_record(str(save_directory), self.config.to_dict())
 
     def get_tokenizer(self):
         """The attached tokenizer, else the one saved beside the model."""
@@ -369,8 +385,8 @@ def check_model_folder(folder: str) -> None:
             )
     vocab_file = os.path.join(folder, "vocab.txt")
     if os.path.isfile(vocab_file):
-        with open(vocab_file, encoding="utf-8") as handle:
-            entries = handle.read().split("\n")
-        count = len(entries) - (entries[-1] == "")
+        from .integrity import read_vocab_lines
+
+        count = len(read_vocab_lines(vocab_file))  # a file that is not UTF-8 is named
         if count != rows:
             raise ValueError(f"{vocab_file} has {count} entries but the entry table in {weights} has {rows} rows")

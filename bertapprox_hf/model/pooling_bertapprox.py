@@ -231,6 +231,22 @@ class BagPooling(nn.Module):
         return torch.einsum("bnh,bnhd->bhd", weights.to(heads.dtype), heads).flatten(-2)
 
     # --- the pooling ---------------------------------------------------------------------------------------
+    @torch.jit.unused
+    def last_weights(self, ids: torch.Tensor, mask: torch.Tensor, tables: EntryTables) -> torch.Tensor:
+        """The last pooling round's weights [batch, bag, heads] (the context blocks pool with them too); padding
+        gets 0. For inspection (failure analysis), not on the encoding path."""
+        mask = (mask > 0).unsqueeze(-1)
+        scores = F.embedding(ids, tables.scores).float()
+        weights = bag_softmax(scores, mask)
+        rows = F.embedding(ids, tables.values)
+        pooled = self.weighted_sum(rows, weights)
+        for context in self.context_queries:
+            heads = rows.unflatten(-1, (self.num_heads, self.head_dim))
+            scores = scores + torch.einsum("bnhd,bhd->bnh", heads, context(pooled).to(heads.dtype)).float()
+            weights = bag_softmax(scores, mask)
+            pooled = self.weighted_sum(rows, weights)
+        return weights
+
     def forward(
         self, ids: torch.Tensor, mask: torch.Tensor, tables: EntryTables, entry_states: bool = False
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:

@@ -23,13 +23,15 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from functools import lru_cache
 
 import numpy as np
 from transformers import BatchEncoding, PreTrainedTokenizer
 from transformers.tokenization_utils_base import PaddingStrategy, TruncationStrategy
 
+from .fast_bags import compiled_bag_encoder
+from .special_tokens import BERT_SPECIAL_TOKENS, PLAIN, SPECIAL_START, special_token_pattern, words_with_special_marks
 from .text_normalization import iter_words
+from .word_cache import WordCache
 
 VOCAB_FILES_NAMES = {"vocab_file": "vocab.txt"}
 SKIP_MARKER = " <skip> "
@@ -64,6 +66,7 @@ class BagEncoder:
         max_chars_per_word: int = 100,
         teacher_window: int = 0,
         wordpiece_entries: int = 0,
+        teacher_special_tokens: Iterable[str] | None = None,
     ) -> None:
         self.entries = entries
         self.entry_to_id = {entry: i for i, entry in enumerate(entries)}
@@ -77,6 +80,7 @@ class BagEncoder:
         self.skipgram_max_gap = skipgram_max_gap
         self.max_chars_per_word = max_chars_per_word
         special = set(special_tokens)
+        self.special_tokens = frozenset(special)
         # trie[word] = (entry id of the n-gram ending here or -1, children)
         self.trie: dict[str, tuple[int, dict]] = {}
         self.pieces: dict[str, int] = {}
@@ -92,16 +96,20 @@ class BagEncoder:
                 first, second = entry.split(SKIP_MARKER)
                 self.skipgrams[(first, second)] = i
         self.skip_first = {first for first, _ in self.skipgrams}
-        self._word_pieces = lru_cache(maxsize=65536)(self._word_pieces_uncached)
+        self._word_pieces = WordCache(self._word_pieces_uncached, max_chars_per_word)
         # The teacher reads at most teacher_window tokens ([CLS] and [SEP] included): words past them are cut.
         # Its own whole-word tokens are the wordpiece_entries entries after the special ones (all words if 0).
         if teacher_window < 0 or wordpiece_entries < 0:
             raise ValueError("teacher_window and wordpiece_entries must not be negative")
         self.teacher_window = teacher_window
+        self.wordpiece_entries = wordpiece_entries
         first = next((i for i, entry in enumerate(entries) if entry not in special), len(entries))
         teacher_words = entries[first : first + wordpiece_entries] if wordpiece_entries else entries
         self.teacher_words = {e: self.entry_to_id[e] for e in teacher_words if entry_kind(e, special) == "word"}
-        self._teacher_token_count = lru_cache(maxsize=65536)(self._teacher_token_count_uncached)
+        self._teacher_token_count = WordCache(self._teacher_token_count_uncached, max_chars_per_word)
+        # The teacher reads its special tokens written in a text ("[CLS]") as one token each.
+        specials = BERT_SPECIAL_TOKENS if teacher_special_tokens is None else teacher_special_tokens
+        self._special_pattern = special_token_pattern(specials)
 
     def _add_ngram(self, words: list[str], entry_id: int) -> None:
         self.max_ngram = max(self.max_ngram, len(words))
@@ -143,9 +151,19 @@ class BagEncoder:
         """Tokens the teacher's WordPiece makes of one word: only its own whole-word tokens start a word."""
         return len(self._greedy_pieces(word, lambda piece: self.teacher_words.get(piece, -1)))
 
+    def _marked_words(self, text: str) -> Iterator[tuple[str, int]]:
+        """The words of ``text``, each marked as plain or part of a special token the teacher reads whole."""
+        return words_with_special_marks(
+            text, self._special_pattern, lambda piece: iter_words(piece, self.lowercase, self.strip_accents)
+        )
+
+    def _token_count(self, word: str, mark: int) -> int:
+        """The teacher's tokens of a marked word (a special token's are all on its first word)."""
+        return self._teacher_token_count(word) if mark == PLAIN else int(mark == SPECIAL_START)
+
     def teacher_token_count(self, text: str) -> int:
         """Tokens the teacher's tokenizer makes of ``text``, [CLS] and [SEP] included, before its cut."""
-        return 2 + sum(self._teacher_token_count(word) for word in iter_words(text, self.lowercase, self.strip_accents))
+        return 2 + sum(self._token_count(word, mark) for word, mark in self._marked_words(text))
 
     def encode(self, text: str, max_entries: int = MAX_BAG_SIZE) -> list[int]:
         """Entry ids of ``text``, at most ``max_entries`` of them."""
@@ -168,17 +186,21 @@ class BagEncoder:
         A word's fallback pieces get one token each when the teacher splits the word into as many, else all of
         the word's tokens; a skip-gram gets the tokens of its two words.
         """
-        words = self._words(text, max_entries)
-        counts = [self._teacher_token_count(word) for word in words]
+        words, marks = self._window_words(text, max_entries)
+        counts = [self._token_count(word, mark) for word, mark in zip(words, marks, strict=True)]
         first_token = list(itertools.accumulate(counts, initial=1))
 
+        def span(start: int, end: int) -> tuple[int, ...]:
+            """Tokens of words ``start``..``end - 1``; words inside a special token get that token."""
+            return tuple(range(first_token[start], first_token[end])) or (first_token[start] - 1,)
+
         def tokens(position: int) -> tuple[int, ...]:
-            return tuple(range(first_token[position], first_token[position + 1]))
+            return span(position, position + 1)
 
         bag: list[tuple[int, tuple[int, ...]]] = []
         for start, length, ids in self._segments(words):
             if length > 1 or len(ids) == 1:
-                bag.append((ids[0], tuple(range(first_token[start], first_token[start + length]))))
+                bag.append((ids[0], span(start, start + length)))
             elif len(ids) == counts[start]:
                 bag.extend((entry, (first_token[start] + k,)) for k, entry in enumerate(ids))
             else:
@@ -192,6 +214,23 @@ class BagEncoder:
             if len(bag) >= max_entries:
                 break
         return bag[:max_entries]
+
+    def segments(
+        self, text: str, max_entries: int = MAX_BAG_SIZE
+    ) -> list[tuple[tuple[str, ...], tuple[int, ...], bool]]:
+        """The longest-match steps of ``text``'s bag, for inspection: the words each step covers, its entry ids,
+        and whether an entry matched (False: the WordPiece fallback of a word, or the unknown id). Skip-grams,
+        added on top of the steps, are not among them."""
+        words = self._words(text, max_entries)
+        steps = []
+        for start, length, ids in self._segments(words):
+            matched = (
+                len(ids) == 1
+                and ids[0] != self.unk_id
+                and (length > 1 or self.trie.get(words[start], (-1,))[0] == ids[0])
+            )
+            steps.append((tuple(words[start : start + length]), ids, matched))
+        return steps
 
     def _segments(self, words: list[str]) -> Iterator[tuple[int, int, tuple[int, ...]]]:
         """Longest-match steps over ``words``: (first word, words covered, entry ids), in text order. A step
@@ -232,26 +271,31 @@ class BagEncoder:
     def _words(self, text: str, max_entries: int) -> list[str]:
         """Words of ``text`` the teacher reads (all of them without a ``teacher_window``); stops early on huge
         texts (each word yields at least one entry)."""
-        words = []
+        return self._window_words(text, max_entries)[0]
+
+    def _window_words(self, text: str, max_entries: int) -> tuple[list[str], list[int]]:
+        """:meth:`_words` and the mark of each word (plain or part of a special token)."""
+        words, marks = [], []
         limit = max_entries + self.max_ngram + self.skipgram_max_gap + 1
         window = self.teacher_window - 2  # tokens the teacher reads besides [CLS] and [SEP]
         exact = False
         used = 0  # the teacher's tokens of the words kept; until exact, a bound (at most one per character)
-        for word in iter_words(text, self.lowercase, self.strip_accents):
+        for word, mark in self._marked_words(text):
             if self.teacher_window:
                 if not exact:
                     used += len(word)
                     if used > window:  # the text may not fit: count exactly from here on
                         exact = True
-                        used = sum(self._teacher_token_count(w) for w in words)
+                        used = sum(self._token_count(w, m) for w, m in zip(words, marks, strict=True))
                 if exact:
-                    used += self._teacher_token_count(word)
+                    used += self._token_count(word, mark)
                     if used > window:
                         break
             words.append(word)
+            marks.append(mark)
             if len(words) >= limit * self.max_ngram:
                 break
-        return words
+        return words, marks
 
     def words(self, text: str) -> Iterator[str]:
         """The normalized words of ``text`` (for inspection and vocabulary mining)."""
@@ -279,6 +323,7 @@ class BertApproxTokenizer(PreTrainedTokenizer):
         model_max_length: int = MAX_BAG_SIZE,
         teacher_window: int = 0,
         wordpiece_entries: int = 0,
+        teacher_special_tokens: list[str] | None = None,
         **kwargs,
     ) -> None:
         if entries is None:
@@ -297,7 +342,10 @@ class BertApproxTokenizer(PreTrainedTokenizer):
             skipgram_max_gap=skipgram_max_gap,
             teacher_window=teacher_window,
             wordpiece_entries=wordpiece_entries,
+            teacher_special_tokens=teacher_special_tokens,
         )
+        # The compiled twin of bag_encoder (same bags), or None: then bag_encoder tokenizes, in pure Python.
+        self.compiled_encoder = compiled_bag_encoder(self.bag_encoder)
         kwargs.setdefault("padding_side", "right")
         super().__init__(
             unk_token=unk_token,
@@ -307,6 +355,7 @@ class BertApproxTokenizer(PreTrainedTokenizer):
             skipgram_max_gap=skipgram_max_gap,
             teacher_window=teacher_window,
             wordpiece_entries=wordpiece_entries,
+            teacher_special_tokens=teacher_special_tokens,
             model_max_length=min(model_max_length, MAX_BAG_SIZE),
             special_tokens_pattern="none",
             **kwargs,
@@ -324,6 +373,9 @@ class BertApproxTokenizer(PreTrainedTokenizer):
         return self.bag_encoder.entry_to_id.get(token, self.bag_encoder.unk_id)
 
     def _convert_id_to_token(self, index: int) -> str:
+        size = len(self.bag_encoder.entries)
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < size:
+            raise ValueError(f"token id {index!r} is not an entry id: ids are integers in [0, {size})")
         return self.bag_encoder.entries[index]
 
     def convert_tokens_to_string(self, tokens: list[str]) -> str:
@@ -341,7 +393,7 @@ class BertApproxTokenizer(PreTrainedTokenizer):
     def tokenize(self, text: str, **kwargs) -> list[str]:
         """Entry strings of ``text`` (its bag, in text order)."""
         entries = self.bag_encoder.entries
-        return [entries[i] for i in self.bag_encoder.encode(text)]
+        return [entries[i] for i in self.encode_bags([text])[0]]
 
     def _tokenize(self, text: str, **kwargs) -> list[str]:
         return self.tokenize(text)
@@ -352,6 +404,8 @@ class BertApproxTokenizer(PreTrainedTokenizer):
     def encode_bags(self, texts: list[str], max_entries: int = MAX_BAG_SIZE) -> list[list[int]]:
         """Entry ids of each text: the fast path, with no padding and no tensors."""
         check_texts(texts)
+        if self.compiled_encoder is not None and max_entries >= 0:
+            return self.compiled_encoder.encode_batch(texts, max_entries)
         return [self.bag_encoder.encode(text, max_entries) for text in texts]
 
     def _encode_plus(self, text, text_pair=None, **kwargs) -> BatchEncoding:

@@ -11,7 +11,7 @@ class BertApproxConfig(PretrainedConfig):
     Args:
         vocab_size: number of vocabulary entries (rows of the frozen entry table).
         embedding_dim: dimension of the entry table: the teacher's, or more for a table that holds two
-            embeddings of each entry (:mod:`bertapprox_hf.pipeline.contextual`).
+            embeddings of each entry (:mod:`bertapprox_hf.contextual`).
         hidden_size: width of φ and of the pooled vector; ``None`` means ``output_dim``.
         phi_layers: residual MLP blocks in φ (applied to each entry on its own).
         rho_layers: residual MLP blocks in ρ (applied to the pooled vector).

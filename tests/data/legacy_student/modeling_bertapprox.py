@@ -210,17 +210,14 @@ class BertApproxPreTrainedModel(PreTrainedModel):
             nn.init.zeros_(module.queries)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, verify_integrity: bool | None = None, **kwargs):
-        """Load as transformers does, after checking a local folder's weights and vocabulary sizes and its
-        integrity record (:mod:`.integrity`; ``verify_integrity=False`` skips that and the weight checks); the
-        entry table stays frozen."""
-        from .integrity import load_checked
-
-        wants_info = kwargs.pop("output_loading_info", False)
-        path, load = pretrained_model_name_or_path, super().from_pretrained
-        model, info = load_checked(load, path, args, kwargs, verify_integrity, check_model_folder)
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """Load as transformers does, after checking a local folder's weights and vocabulary sizes; the entry
+        table stays frozen."""
+        if os.path.isdir(str(pretrained_model_name_or_path)):
+            check_model_folder(str(pretrained_model_name_or_path))
+        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         model.entry_table.weight.requires_grad_(False)  # loading gives it a fresh, trainable Parameter
-        return (model, info) if wants_info else model
+        return model
 
 
 class BertApproxModel(BertApproxPreTrainedModel):
@@ -289,17 +286,6 @@ class BertApproxModel(BertApproxPreTrainedModel):
         right_rows = right_table[torch.gather(inverse, 1, right)]
         return self.pairs(left_rows, right_rows, pair_mask)
 
-    @torch.no_grad()
-    def pooling_weights(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """The attention pooling's weight of each entry of each bag, per head: [batch, bag, num_heads] (the last
-        round's; the context blocks pool with the same weights, pair features have their own). Padding gets 0."""
-        if attention_mask is None:
-            attention_mask = (input_ids != self.config.pad_token_id).long()
-        unique_ids, inverse = torch.unique(input_ids, return_inverse=True)
-        unique_features = self._phi(unique_ids)
-        scores = self.pooling.scores(unique_features, unique_ids)[inverse]
-        return self.pooling(unique_features[inverse], scores, attention_mask, return_weights=True)[1]
-
     def embed_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
         """ρ and the optional L2 normalization: pooled vector to sentence embedding."""
         out = self.output_projection(self.rho(pooled))
@@ -360,10 +346,6 @@ class BertApproxModel(BertApproxPreTrainedModel):
         if self._tokenizer is not None:
             self._tokenizer.save_pretrained(save_directory)
         write_sentence_transformers_files(str(save_directory), self.config)
-        if kwargs.get("is_main_process", True):
-            from .integrity import write_record
-
-            write_record(str(save_directory), self.config.to_dict())
 
     def get_tokenizer(self):
         """The attached tokenizer, else the one saved beside the model."""
@@ -482,8 +464,8 @@ def check_model_folder(folder: str) -> None:
             )
     vocab_file = os.path.join(folder, "vocab.txt")
     if os.path.isfile(vocab_file):
-        from .integrity import read_vocab_lines
-
-        count = len(read_vocab_lines(vocab_file))  # a file that is not UTF-8 is named
+        with open(vocab_file, encoding="utf-8") as handle:
+            entries = handle.read().split("\n")
+        count = len(entries) - (entries[-1] == "")
         if count != rows:
             raise ValueError(f"{vocab_file} has {count} entries but the entry table in {weights} has {rows} rows")

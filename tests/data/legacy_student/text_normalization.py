@@ -18,8 +18,8 @@ import regex
 _CJK = (
     "\u4e00-\u9fff\u3400-\u4dbf\uf900-\ufaff"
     "\U00020000-\U0002a6df\U0002a700-\U0002b73f\U0002b740-\U0002b81f"
-    "\U0002b920-\U0002ceaf\U0002f800-\U0002fa1f"
-)  # as the teachers' (Rust) tokenizers have them: U+2B820..U+2B91F are not in the list
+    "\U0002b820-\U0002ceaf\U0002f800-\U0002fa1f"
+)
 _ASCII_PUNCT = r"!-/:-@\[-`{-~"
 # Control (Cc), format (Cf) and private-use (Co) characters are removed, except tab, newline and carriage return,
 # which are whitespace; so are NUL and the replacement character.
@@ -51,19 +51,7 @@ def split_words(text: str, lowercase: bool = True, strip_accents: bool | None = 
     return _WORD_RE.findall(normalize_text(text, lowercase, strip_accents))
 
 
-# Whitespace that no normalization rule looks across (not dropped, no case or combining context): a text cut there
-# normalizes piece by piece exactly as it does whole.
-_CHUNK_BOUNDARY_RE = regex.compile(r"[ \t\n\r]")
-_CHUNK_CHARS = 4096
-
-
 def iter_words(text: str, lowercase: bool = True, strip_accents: bool | None = None):
-    """Like :func:`split_words`, but lazily, a chunk at a time: callers that stop early never normalize or scan
-    the whole text."""
-    start = 0
-    while start < len(text):
-        boundary = _CHUNK_BOUNDARY_RE.search(text, start + _CHUNK_CHARS)
-        end = boundary.start() if boundary else len(text)
-        for match in _WORD_RE.finditer(normalize_text(text[start:end], lowercase, strip_accents)):
-            yield match.group()
-        start = end
+    """Like :func:`split_words`, but lazily: callers that stop early never scan the whole text."""
+    for match in _WORD_RE.finditer(normalize_text(text, lowercase, strip_accents)):
+        yield match.group()
