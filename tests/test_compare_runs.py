@@ -10,7 +10,7 @@ from benchmarks.compare_runs import main, read_evaluations
 
 from .conftest import REPO
 
-LOGS = REPO / "results" / "sweep-crops"
+LOGS = REPO / "experiments" / "results" / "sweep-crops"
 
 
 def test_compares_two_real_runs(tmp_path):
@@ -52,7 +52,7 @@ def test_bad_logs_and_arguments_fail_clearly(tmp_path, capsys):
 
 
 def test_live_weights_of_an_averaged_run_are_a_second_line(tmp_path):
-    averaged = REPO / "results" / "weight-average" / "scratch.metrics.jsonl"
+    averaged = REPO / "experiments" / "results" / "weight-average" / "scratch.metrics.jsonl"
     plain = LOGS / "crops-4ep.metrics.jsonl"
     argv = ["--run", f"ema={averaged}", "--run", f"plain={plain}", "--metrics", "spearman_passage", "--live"]
     runs = main([*argv, "--out", str(tmp_path)])

@@ -97,7 +97,8 @@ def test_weak_trials_are_pruned(tiny_training_inputs, tmp_path):  # noqa: F811
 def test_the_study_resumes_after_a_kill(tiny_training_inputs, tmp_path):  # noqa: F811
     import optuna
 
-    config = tiny_training_config(tiny_training_inputs, tmp_path / "train.yaml", optim__epochs=2)
+    # trials of several seconds, so that the kill finds one running on any machine
+    config = tiny_training_config(tiny_training_inputs, tmp_path / "train.yaml", optim__epochs=30)
     space = write_space(tmp_path / "space.yaml")
     out = tmp_path / "study"
     command = [sys.executable, "-m", "benchmarks.hpo", *study_args(config, space, out, 4)]
@@ -108,19 +109,24 @@ def test_the_study_resumes_after_a_kill(tiny_training_inputs, tmp_path):  # noqa
     deadline = time.time() + 300
     try:
         while time.time() < deadline and process.poll() is None:
-            time.sleep(0.5)
+            time.sleep(0.1)
             if not (out / "study.db").is_file():
                 continue
             try:
                 trials = optuna.load_study(study_name="space", storage=storage).trials
-            except (KeyError, ValueError, optuna.exceptions.StorageInternalError):
-                continue  # the study is being created
+            except Exception:  # noqa: BLE001 - the study's tables are being created by the other process
+                continue
+            if not any(t.state.is_finished() for t in trials):
+                continue
+            process.send_signal(signal.SIGSTOP)  # frozen, so a trial seen running is still running when killed
+            trials = optuna.load_study(study_name="space", storage=storage).trials
             finished = [t for t in trials if t.state.is_finished()]
             running = [t for t in trials if t.state.name == "RUNNING" and t.intermediate_values]
             if finished and running:
                 before = {t.number: t.value for t in finished}
                 process.send_signal(signal.SIGKILL)
                 break
+            process.send_signal(signal.SIGCONT)
     finally:
         if process.poll() is None:
             process.kill()
