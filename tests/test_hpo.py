@@ -98,13 +98,15 @@ def test_the_study_resumes_after_a_kill(tiny_training_inputs, tmp_path):  # noqa
     import optuna
 
     # trials of several seconds, so that the kill finds one running on any machine
-    config = tiny_training_config(tiny_training_inputs, tmp_path / "train.yaml", optim__epochs=30)
+    config = tiny_training_config(tiny_training_inputs, tmp_path / "train.yaml", optim__epochs=15)
     space = write_space(tmp_path / "space.yaml")
     out = tmp_path / "study"
     command = [sys.executable, "-m", "benchmarks.hpo", *study_args(config, space, out, 4)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    out.mkdir()
     storage = f"sqlite:///{out / 'study.db'}"
+    optuna.storages.RDBStorage(storage)  # the tables made here: the two processes never both create them
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     before = None
     deadline = time.time() + 300
     try:

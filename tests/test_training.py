@@ -19,7 +19,7 @@ from bertapprox_hf.training import Trainer, load_config
 from bertapprox_hf.training.config import ConfigError, load_stages
 from bertapprox_hf.training.data import is_training, records_containing
 
-from .conftest import REPO, TRAIN, read_texts
+from .conftest import REPO, TRAIN, need_shared, read_texts
 
 
 @pytest.fixture(scope="module")
@@ -452,6 +452,7 @@ def test_stages_named_sets_and_variable_defaults(tmp_path, monkeypatch):
 
 
 def test_crops_join_training_and_leave_the_validation_texts_as_they_were(inputs, tiny_teacher, tmp_path):
+    need_shared(TRAIN / "msmarco_v2_passages.jsonl")
     passages = str(TRAIN / "msmarco_v2_passages.jsonl")
     build_targets(
         [passages], tiny_teacher, str(tmp_path / "crops"), shard_size=256, show_progress_bar=False,
