@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -46,8 +45,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +52,9 @@ import numpy as np
 
 from bertapprox_hf.inference.protocol import TextEncoder
 
-BATCH_SIZES = (64, 256)
-SPEEDUP_BATCH_SIZE = 64  # the batch size of the returned "speedup" figures
-BASELINE = "teacher"
-SETS = ("queries", "passages")
+from .speed_report import plot, to_markdown
+from .speed_systems import BASELINE, BATCH_SIZES, SETS, SPEEDUP_BATCH_SIZE, SYSTEMS, System  # noqa: F401
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Files a system folder holds that loading it does not read: they do not count in its size on disk.
 NOT_LOADED = {"README.md", "training.json", "data_config.json", ".gitattributes"}
@@ -72,73 +68,6 @@ ENVIRONMENT = (
     "CUDA_VISIBLE_DEVICES",
 )
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx", ".npy")
-
-
-Loader = Callable[[dict[str, str], str], TextEncoder]
-
-
-@dataclass(frozen=True)
-class System:
-    """A system to time: how to load it, which source folder it reads, where it can run."""
-
-    load: Loader  # (sources, device) -> encoder; sources maps "teacher", "model", "model2vec", ... to paths
-    source: str  # the key of its folder in sources (its size on disk); the system runs when it is given
-    devices: tuple[str, ...] = ("cpu", "cuda")
-
-
-def load_teacher(sources: dict[str, str], device: str) -> TextEncoder:
-    """The transformers teacher (its own tokenizer, batches formed by length, as in training)."""
-    from bertapprox_hf.pipeline.teacher import Teacher
-
-    return Teacher.from_pretrained(sources["teacher"], device=device)
-
-
-def load_student(sources: dict[str, str], device: str, dtype: str = "float32") -> TextEncoder:
-    """The production fast path, cache off."""
-    from bertapprox_hf.inference import Encoder
-
-    return Encoder.from_pretrained(sources["model"], device=device, dtype=dtype, cache_size=0)
-
-
-def load_model2vec(sources: dict[str, str], device: str) -> TextEncoder:
-    from benchmarks.model2vec_baseline import Model2VecEncoder
-
-    return Model2VecEncoder(sources["model2vec"])
-
-
-class OnnxAtTorchThreads:
-    """An ONNX Runtime session per torch thread count (ONNX Runtime fixes its threads when a session starts)."""
-
-    def __init__(self, folder: str) -> None:
-        self.folder = folder
-        self.sessions: dict[int, TextEncoder] = {}
-
-    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        import torch
-
-        from bertapprox_hf.export import OnnxStudent
-
-        threads = torch.get_num_threads()
-        if threads not in self.sessions:
-            self.sessions[threads] = OnnxStudent.from_pretrained(self.folder, num_threads=threads)
-        return self.sessions[threads].encode(texts, batch_size=batch_size)
-
-
-def load_onnx(sources: dict[str, str], device: str) -> TextEncoder:
-    """The student exported by ``bertapprox export onnx``, on ONNX Runtime's CPU provider."""
-    encoder = OnnxAtTorchThreads(sources["onnx"])
-    encoder.encode(["warm up"])
-    return encoder
-
-
-SYSTEMS: dict[str, System] = {
-    "teacher": System(load_teacher, "teacher"),
-    "student": System(partial(load_student, dtype="float32"), "model"),
-    "student-int8": System(partial(load_student, dtype="int8"), "model"),
-    "student-bfloat16": System(partial(load_student, dtype="bfloat16"), "model"),
-    "model2vec": System(load_model2vec, "model2vec", devices=("cpu",)),
-    "student-onnx": System(load_onnx, "onnx", devices=("cpu",)),
-}
 
 
 # --- inputs ----------------------------------------------------------------------------------------
@@ -560,166 +489,6 @@ def speedups(throughput: list[dict], device: str, threads: int) -> dict[str, dic
         if row["device"] == device and row["threads"] == threads and row["batch_size"] == SPEEDUP_BATCH_SIZE:
             out.setdefault(row["system"], {})[row["set"]] = row["ratio"]
     return out
-
-
-# --- output -------------------------------------------------------------------------------------------
-def _fmt(value: float | None, digits: int = 0) -> str:
-    if value is None or not math.isfinite(value):
-        return "—"
-    return f"{value:,.{digits}f}"
-
-
-def _ratio(value: float | None) -> str:
-    if value is None:
-        return "—"
-    return f"{value:.2f}×" if value < 10 else f"{value:,.0f}×"
-
-
-def to_markdown(report: dict) -> str:
-    """Tables: speed per device and thread count, then footprint, stage breakdown and precision."""
-    from benchmarks.machine import describe
-
-    settings = report["settings"]
-    lines = [f"# Speed: {', '.join(report['systems'])}", ""]
-    lines.append(
-        f"{describe(report['machine'])}. Samples: {settings['texts']['queries']} queries, "
-        f"{settings['texts']['passages']} passages (distinct texts), {settings['repeats']} interleaved repeats, "
-        f"median; end to end from raw text, caches off. Latency: one text per call, "
-        f"{settings['latency_texts']} texts × {settings['repeats']} repeats. Ratio: texts/s over the teacher's."
-    )
-    throughput, latency = report["throughput"], report["latency"]
-    groups = sorted({(r["device"], r["threads"]) for r in throughput}, key=lambda g: (g[0] != "cpu", g))
-    for device, threads in groups:
-
-        def speed(system, set_name, batch_size, key="texts_per_s", device=device, threads=threads):
-            for r in throughput:
-                match = (r["device"], r["threads"], r["system"], r["set"], r["batch_size"])
-                if match == (device, threads, system, set_name, batch_size):
-                    return r[key]
-            return None
-
-        def lat(system, set_name, device=device, threads=threads):
-            for r in latency:
-                if (r["device"], r["threads"], r["system"], r["set"]) == (device, threads, system, set_name):
-                    return "/".join(_fmt(r[k], 2) for k in ("p50_ms", "p95_ms", "p99_ms"))
-            return "—"
-
-        b_small, b_large = SPEEDUP_BATCH_SIZE, max(settings["batch_sizes"])
-        lines += ["", f"## {device}, {threads} torch thread{'s' if threads > 1 else ''}", ""]
-        for c in report["conditions"]:
-            if (c["device"], c["threads"]) == (device, threads) and c["load_average_before"] is not None:
-                cores = report["machine"]["usable_cores"]
-                busy = max(c["load_average_before"], c["load_average_after"]) > cores
-                note = "."
-                if busy:
-                    note = ": other jobs oversubscribed the CPU, so figures are pessimistic"
-                    spinning = (report["settings"]["environment"].get("OMP_WAIT_POLICY") or "").upper() != "PASSIVE"
-                    note += (
-                        " (at several threads OpenMP's spin-waiting makes it far worse; OMP_WAIT_POLICY=PASSIVE helps)."
-                        if spinning and threads > 1
-                        else "."
-                    )
-                lines += [
-                    f"Load average (1 min) before / after: {c['load_average_before']:.1f} / "
-                    f"{c['load_average_after']:.1f} on {cores} cores{note}",
-                    "",
-                ]
-        lines.append(
-            f"| system | queries/s b{b_small} | queries/s b{b_large} | passages/s b{b_small} | "
-            f"passages/s b{b_large} | query ms p50/p95/p99 | passage ms p50/p95/p99 | "
-            f"ratio queries b{b_small} / b{b_large} | ratio passages b{b_small} / b{b_large} |"
-        )
-        lines.append("|---" * 9 + "|")
-        for system in report["systems"]:
-            if speed(system, "queries", b_small) is None:
-                continue
-            cells = [_fmt(speed(system, s, b)) for s in SETS for b in (b_small, b_large)]
-            cells += [lat(system, s) for s in SETS]
-            cells += [
-                f"{_ratio(speed(system, s, b_small, 'ratio'))} / {_ratio(speed(system, s, b_large, 'ratio'))}"
-                for s in SETS
-            ]
-            lines.append(f"| {system} | " + " | ".join(cells) + " |")
-    lines += ["", "## Footprint", ""]
-    lines.append(
-        "| system | device | disk MB (loaded files) | weights MB | peak RSS increase MB | RSS after load MB | load s |"
-    )
-    lines.append("|---" * 7 + "|")
-    for row in report["memory"]:
-        info = report["systems"][row["system"]]
-        cuda = f" (CUDA {row['cuda_peak_mb']:.0f})" if "cuda_peak_mb" in row else ""
-        lines.append(
-            f"| {row['system']} | {row['device']} | {_fmt(info['disk_mb'], 1)} | {_fmt(info['weights_mb'], 1)} | "
-            f"{_fmt(row['peak_increase_mb'])}{cuda} | {_fmt(row['rss_loaded_mb'] - row['rss_before_mb'])} | "
-            f"{_fmt(row['load_s'], 2)} |"
-        )
-    if report["memory"]:
-        lines.append(
-            f"\nPeak memory: a fresh process per system ({report['memory'][0]['method']}), loading it and encoding "
-            f"both samples at batch {max(settings['batch_sizes'])}. The student's precisions share one folder "
-            "(quantized when loaded)."
-        )
-    if report["stages"]:
-        lines += ["", f"## Where a student batch goes (batch {SPEEDUP_BATCH_SIZE}, ms per batch)", ""]
-        lines += ["| system | device | threads | set | tokenize | pool | ρ |", "|---" * 7 + "|"]
-        for r in report["stages"]:
-            lines.append(
-                f"| {r['system']} | {r['device']} | {r['threads']} | {r['set']} | {_fmt(r['tokenize_ms'], 3)} | "
-                f"{_fmt(r['pool_ms'], 3)} | {_fmt(r['rho_ms'], 3)} |"
-            )
-    if report["precision"]:
-        lines += ["", "## Precision: mean cosine to the float32 student", ""]
-        lines += ["| system | device | set | mean cosine | ρ runs in |", "|---" * 5 + "|"]
-        for r in report["precision"]:
-            rho = report["systems"][r["system"]].get("rho_dtype", "—")
-            lines.append(f"| {r['system']} | {r['device']} | {r['set']} | {r['mean_cosine_to_float32']:.6f} | {rho} |")
-    basis = report["speedup_basis"]
-    lines.append(
-        f"\n`speedup` (returned and in speed.json): ratio at batch {basis['batch_size']}, {basis['device']}, "
-        f"{basis['threads']} torch thread(s)."
-    )
-    return "\n".join(lines) + "\n"
-
-
-def plot(report: dict, path: str) -> bool:
-    """Bar chart of the speed-up over the teacher (batch 64, log scale) per system, set and thread count."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no speed.png", file=sys.stderr)
-        return False
-    rows = [r for r in report["throughput"] if r["batch_size"] == SPEEDUP_BATCH_SIZE and r["system"] != BASELINE]
-    systems = [s for s in report["systems"] if any(r["system"] == s for r in rows)]
-    series = sorted({(r["device"], r["threads"], r["set"]) for r in rows}, key=lambda k: (k[0] != "cpu", k))
-    if not systems or not series:
-        return False
-    fig, ax = plt.subplots(figsize=(max(8.0, 1.6 * len(systems) + 4), 4.5))
-    width = 0.8 / len(series)
-    for k, (device, threads, set_name) in enumerate(series):
-        ratios = {
-            r["system"]: r["ratio"]
-            for r in rows
-            if (r["device"], r["threads"], r["set"]) == (device, threads, set_name)
-        }
-        xs = [i + (k - (len(series) - 1) / 2) * width for i in range(len(systems))]
-        heights = [ratios.get(s, float("nan")) for s in systems]
-        bars = ax.bar(xs, heights, width, label=f"{set_name}, {device}, {threads} thread{'s' if threads > 1 else ''}")
-        ax.bar_label(bars, labels=[_ratio(h) if math.isfinite(h) else "" for h in heights], fontsize=7, rotation=90)
-    ax.set_yscale("log")
-    finite = [r["ratio"] for r in rows if math.isfinite(r["ratio"]) and r["ratio"] > 0]
-    ax.set_ylim(min(0.8, min(finite) / 1.5), max(finite) * 4)  # room for the labels above the bars
-    ax.axhline(1.0, color="gray", linewidth=0.8)
-    ax.set_xticks(range(len(systems)), systems)
-    ax.set_ylabel("speed-up over the teacher (texts/s ratio)")
-    ax.set_title(f"End-to-end throughput at batch {SPEEDUP_BATCH_SIZE} vs the teacher")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
 
 
 # --- command line -------------------------------------------------------------------------------------
