@@ -10,9 +10,8 @@ of the hooks below. Third-party plugins are found through the entry-point group
 and in ``my_package/bertapprox_plugin.py``::
 
     from bertapprox_hf import hookimpl
-    from indexers.base import Indexer
 
-    class MyIndexer(Indexer): ...
+    class MyIndexer: ...  # implements the Indexer interface of indexers/base.py (subclassing it is simplest)
 
     @hookimpl
     def bertapprox_indexers():
