@@ -142,9 +142,10 @@ class CompiledBagEncoder:
     def encode_batch(self, texts: list[str], max_entries: int, threads: int | None = None) -> list[list[int]]:
         """Entry ids of each text, on ``threads`` threads (default: :func:`default_threads`)."""
         bags = self._encoder.encode_batch(texts, max_entries, threads or default_threads())
-        for position, text in enumerate(texts):
-            if self._has_special_tokens(text):
-                bags[position] = self.bag_encoder.encode(text, max_entries)
+        if self._has_special_tokens("\n".join(texts)):  # one scan of the batch; no special token spans a newline
+            for position, text in enumerate(texts):
+                if self._has_special_tokens(text):
+                    bags[position] = self.bag_encoder.encode(text, max_entries)
         return bags
 
     def words(self, text: str, max_entries: int = -1) -> list[str]:
