@@ -73,7 +73,9 @@ def test_save_pretrained_writes_a_record_that_loads_cleanly(folder):
     assert not info["missing_keys"] and not info["unexpected_keys"]
 
 
-@pytest.mark.parametrize("key", ["normalize", "pair_rank", "context_layers", "pooling_rounds", "entry_adapter_rank"])
+@pytest.mark.parametrize(
+    "key", ["normalize", "pair_rank", "context_layers", "self_attention_layers", "pooling_rounds", "entry_adapter_rank"]
+)
 @pytest.mark.parametrize("change", ["changed", "missing"])
 def test_config_architecture_key_changed_or_missing_is_refused(folder, key, change):
     value = json.loads((folder / "config.json").read_text())[key]

@@ -2,9 +2,9 @@
 
 The per-entry tables (φ, pooling scores, the first context block's first layer, pair tables) are computed once for
 the whole vocabulary (:meth:`BertApproxModel.vocabulary_tables`) and stored as buffers; the graph then runs the
-model's own pooling code (:class:`~bertapprox_hf.model.pooling_bertapprox.BagPooling`) on the gathered rows and ρ.
-Every op is plain (Gather, Softmax, Einsum, Gemm, LayerNorm, Gelu, TopK), so ONNX and TorchScript export it with
-dynamic batch and bag axes.
+model's own pooling code (:class:`~bertapprox_hf.model.pooling_bertapprox.BagPooling`) on the gathered rows and ρ
+(with self-attention between the entries of each bag first, when the model has it). Every op is plain (Gather,
+Softmax, Einsum, Gemm, LayerNorm, Gelu, TopK), so ONNX and TorchScript export it with dynamic batch and bag axes.
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ class BagEmbeddingGraph(nn.Module):
             own(model.pooling.context_queries),
             own(model.context_blocks),
             own(model.pairs),
+            self_attention=own(model.self_attention),
+            queries=model.pooling.queries.detach().float().cpu(),
         )
         self.readout = Readout(own(model.rho), own(model.output_projection), config.normalize)
         self.eval()

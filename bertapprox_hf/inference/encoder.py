@@ -74,7 +74,12 @@ class Encoder(ConfigProperties):
         self.max_bag_size = model.config.max_bag_size
         self.pooling = StoredTablePooling(model, self.dtype, self.device)
         config = model.config
-        gathers_rows = config.pooling_rounds > 1 or config.context_layers > 0 or config.pair_rank > 0
+        gathers_rows = (
+            config.pooling_rounds > 1
+            or config.context_layers > 0
+            or config.pair_rank > 0
+            or config.self_attention_layers > 0
+        )
         self._entry_chunk = ENTRY_CHUNK if gathers_rows and self.device.type == "cpu" else None
         self._build_rho(model, rho_dtype)
 

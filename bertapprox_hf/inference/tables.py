@@ -5,7 +5,8 @@ Only how the φ table is read differs from the model: ``float32``, ``float16`` a
 with ``embedding_bag`` (no gathered copy of the rows); an ``int8`` table is quantized per row (symmetric: int8
 codes and one float32 scale per row) and, on CPU, stored in fbgemm's row-wise byte format so that the weighted sum
 dequantizes inside the kernel. The other tables are kept in the values' precision (float32 for int8); the pooling
-scores stay float32 and the pooling's modules run in float32.
+scores stay float32 and the pooling's modules run in float32. Self-attention runs per batch on the gathered
+(dequantized) rows of the padded bags.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class StoredTablePooling(BagPooling):
             _float_copy(model.context_blocks, device),
             _float_copy(model.pairs, device),
             fused=True,
+            self_attention=_float_copy(model.self_attention, device),
+            queries=model.pooling.queries.detach().float().to(device),
         )
         self.dtype = dtype
         self.device = device

@@ -26,6 +26,13 @@ class BertApproxConfig(PretrainedConfig):
             text (a residual MLP on ``LN(φ) + U·pooled``, zero at start), each followed by pooling again with
             the last round's weights: interaction between entries, computed per text (0: none).
         context_intermediate_size: width inside those blocks (0: ``intermediate_size``).
+        self_attention_layers: Transformer encoder layers over each bag's φ vectors before pooling (pre-LN,
+            multi-head attention between the bag's entries with padding masked out, no positions, then a
+            residual MLP; both branches zero at start): entries that see each other, computed per text (0: none).
+        self_attention_heads: attention heads of those layers (0: ``num_heads``).
+        self_attention_width: width of their queries, keys and values (0: ``hidden_size``); the attention's
+            output is mapped back to ``hidden_size``.
+        self_attention_intermediate_size: width inside their residual MLP (0: ``intermediate_size``).
         entry_adapter_rank: rank of a learned correction added to each entry's embedding
             (``vocab_size × rank + rank × embedding_dim`` parameters; 0: none).
         pair_rank: width of the features of consecutive entry pairs (word order beyond the n-grams): the
@@ -55,6 +62,10 @@ class BertApproxConfig(PretrainedConfig):
         pooling_rounds: int = 1,
         context_layers: int = 0,
         context_intermediate_size: int = 0,
+        self_attention_layers: int = 0,
+        self_attention_heads: int = 0,
+        self_attention_width: int = 0,
+        self_attention_intermediate_size: int = 0,
         entry_adapter_rank: int = 0,
         pair_rank: int = 0,
         dropout: float = 0.0,
@@ -87,11 +98,20 @@ class BertApproxConfig(PretrainedConfig):
             ("pair_rank", pair_rank),
             ("context_layers", context_layers),
             ("context_intermediate_size", context_intermediate_size),
+            ("self_attention_layers", self_attention_layers),
+            ("self_attention_heads", self_attention_heads),
+            ("self_attention_width", self_attention_width),
+            ("self_attention_intermediate_size", self_attention_intermediate_size),
         ):
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"BertApproxConfig.{name} must be a non-negative integer, got {value!r}")
         if hidden_size % num_heads:
             raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})")
+        attention_width, attention_heads = self_attention_width or hidden_size, self_attention_heads or num_heads
+        if attention_width % attention_heads:
+            raise ValueError(
+                f"the self-attention width ({attention_width}) must be divisible by its heads ({attention_heads})"
+            )
         if similarity not in ("cosine", "dot"):
             raise ValueError(f"similarity must be 'cosine' or 'dot', got {similarity!r}")
         if not 0.0 <= dropout < 1.0:
@@ -107,6 +127,10 @@ class BertApproxConfig(PretrainedConfig):
         self.pooling_rounds = pooling_rounds
         self.context_layers = context_layers
         self.context_intermediate_size = context_intermediate_size
+        self.self_attention_layers = self_attention_layers
+        self.self_attention_heads = self_attention_heads
+        self.self_attention_width = self_attention_width
+        self.self_attention_intermediate_size = self_attention_intermediate_size
         self.entry_adapter_rank = entry_adapter_rank
         self.pair_rank = pair_rank
         self.dropout = dropout

@@ -17,7 +17,9 @@ Residual branches start at zero, the queries at zero and the output map at the i
 untrained model is the plain mean of the entry embeddings and training only adds to that baseline.
 φ and the first round's pooling scores depend on one entry each, so both can be precomputed per entry.
 With ``pair_rank`` > 0, features of consecutive entry pairs (word order) are pooled and added before ρ
-(:class:`PairPooling`, zero at start); their per-entry parts are precomputed too. Everything after φ is the
+(:class:`PairPooling`, zero at start); their per-entry parts are precomputed too. With
+``self_attention_layers`` > 0, Transformer encoder layers over each bag's φ vectors (no positions, zero at start)
+let entries see each other before pooling (:class:`SelfAttentionBlock`, run per text). Everything after φ is the
 shared pooling of :mod:`.pooling_bertapprox`, which inference and export run too.
 
 Copied next to the model as remote code: imports only torch, transformers and sibling modules.
@@ -43,6 +45,7 @@ from .pooling_bertapprox import (
     PairPooling,
     Readout,
     ResidualBlock,
+    SelfAttentionBlock,
 )
 
 WEIGHTS_NAME = "model.safetensors"
@@ -121,6 +124,16 @@ class BertApproxModel(BertApproxPreTrainedModel):
             )
             for _ in range(config.context_layers)
         )
+        self.self_attention = nn.ModuleList(
+            SelfAttentionBlock(
+                config.hidden_size,
+                config.self_attention_width or config.hidden_size,
+                config.self_attention_heads or config.num_heads,
+                config.self_attention_intermediate_size or config.intermediate_size,
+                config.dropout,
+            )
+            for _ in range(config.self_attention_layers)
+        )
         self.rho = nn.Sequential(
             *[
                 ResidualBlock(config.hidden_size, config.intermediate_size, config.dropout)
@@ -148,9 +161,12 @@ class BertApproxModel(BertApproxPreTrainedModel):
 
     def entry_tables(self, ids: torch.Tensor) -> EntryTables:
         """Everything that depends on one entry alone, for the entry ids ``ids`` [n] (row ``i`` for ``ids[i]``):
-        φ, the first-round pooling scores, the first context block's first layer and the pair tables."""
+        φ, the first-round pooling scores, the first context block's first layer (not with self-attention: the
+        block then sees φ + Δ) and the pair tables."""
         values = self._phi(ids)
-        first = self.context_blocks[0].entry_part(values) if len(self.context_blocks) else None
+        first = None
+        if len(self.context_blocks) and not len(self.self_attention):
+            first = self.context_blocks[0].entry_part(values)
         return EntryTables(
             values=values,
             scores=self.pooling.scores(values, ids).float(),
@@ -192,6 +208,8 @@ class BertApproxModel(BertApproxPreTrainedModel):
             self.context_blocks,
             self.pairs,
             fused=fused,
+            self_attention=self.self_attention,
+            queries=self.pooling.queries,
         )
 
     def readout(self) -> Readout:
@@ -222,7 +240,7 @@ class BertApproxModel(BertApproxPreTrainedModel):
         """Embed bags of entry ids ([batch, bag]); ``pooler_output`` is the sentence embedding.
 
         ``last_hidden_state`` holds each entry's features: φ, or with ``output_entry_states`` φ updated by the
-        context blocks (then each block runs on every entry, which training does not need)."""
+        self-attention and context blocks (then each block runs on every entry, which training does not need)."""
         if not isinstance(input_ids, torch.Tensor):
             raise TypeError(f"input_ids must be a tensor of entry ids [batch, bag], got {type(input_ids).__name__}")
         if attention_mask is not None and not isinstance(attention_mask, torch.Tensor):

@@ -1,12 +1,14 @@
 """The student's arithmetic after φ, written once: per-entry tables in, pooled vector and sentence embedding out.
 
 Everything that depends on one entry alone is a row of a table (:class:`EntryTables`): φ, the first round's
-pooling scores, the first context block's first layer ``up(LN(φ))`` and a pair model's ``A·φ`` and ``B·φ``.
+pooling scores, the first context block's first layer ``up(LN(φ))`` (not with self-attention) and a pair model's
+``A·φ`` and ``B·φ``.
 :meth:`BertApproxModel.entry_tables <.modeling_bertapprox.BertApproxModel.entry_tables>` computes them, for the
 distinct ids of a training batch or once for the whole vocabulary. :class:`BagPooling` then pools padded bags of
 table rows::
 
-    rows ─▶ softmax of the scores per bag and head ─▶ weighted sum per head        (round 1)
+    rows ─▶ self-attention layers between each bag's entries (φ + Δ)              (optional)
+         ─▶ softmax of the scores per bag and head ─▶ weighted sum per head        (round 1)
          ─▶ scores += rows · queries(previous pooled), softmax, sum                (further rounds)
          ─▶ context blocks: entries updated with their text's pooled vector, summed with the last weights
          ─▶ + pooled pair features (consecutive entries other than skip-grams)
@@ -18,6 +20,9 @@ exported ONNX/TorchScript graph (it is scriptable and traceable: plain Gather, S
 Gelu and TopK ops). The last context block is applied to the pooled vector directly:
 ``Σⱼ wⱼₕ·(xⱼ + down(gⱼ))ₕ = pooledₕ + downₕ(Σⱼ wⱼₕ·gⱼ) + bₕ·Σⱼ wⱼₕ``, so its second layer runs per text, not per
 entry; the first block's first layer comes from its table, ``up(LN(φ) + U·c) = up(LN(φ)) + W_up·U·c``.
+Self-attention (:class:`SelfAttentionBlock`) changes each entry's φ by a Δ that depends on its whole bag, so it
+runs per text on the gathered rows; the linear tables stay valid: the first round's score of ``φ + Δ`` is the
+table's score plus ``q·Δ``, a pair's ``A·(φ + Δ)`` is ``A·φ + A·Δ``.
 
 Copied next to the model as remote code: imports only torch and transformers-level packages.
 """
@@ -76,6 +81,45 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.down(self.dropout(F.gelu(self.up(self.norm(x)))))
+
+
+def query_scores(features: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """Each head's query ``queries`` [heads, head_dim] dotted with its slice of ``features`` [..., hidden], scaled:
+    [..., heads]."""
+    heads = features.unflatten(-1, (queries.shape[0], queries.shape[1]))
+    scores = torch.einsum("...hd,hd->...h", heads, queries.to(heads.dtype))
+    return scores / math.sqrt(queries.shape[1])
+
+
+class SelfAttentionBlock(nn.Module):
+    """A pre-LN Transformer encoder layer over the entries of each bag, without positions (a bag is a set):
+    ``x + out(attention(LN(x)))``, then a :class:`ResidualBlock`.
+
+    Multi-head scaled dot-product attention between the bag's entries (``scaled_dot_product_attention``: no
+    ``[bag, bag]`` weights held per head on CPU); padding is masked out as a key, so it gives nothing to any entry,
+    and what a padding row receives is never pooled (an all-padding bag's rows attend to each other, so that no
+    row is left without a key). The output map and the MLP's second layer start at zero: a new layer is the
+    identity. It scripts (TorchScript) and exports (ONNX: MatMul, Softmax, Where), dynamic bag axis included."""
+
+    def __init__(self, size: int, width: int, heads: int, inner: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = int(heads)
+        self.head_dim = int(width) // int(heads)
+        self.norm = nn.LayerNorm(size)
+        self.qkv = nn.Linear(size, 3 * width)
+        self.out = nn.Linear(width, size)
+        self.out.init_rule = "zero"
+        self.dropout = nn.Dropout(dropout)
+        self.mlp = ResidualBlock(size, inner, dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``x`` [batch, bag, size] entries, ``mask`` [batch, bag, 1] bool (True = entry): [batch, bag, size]."""
+        keys = mask.squeeze(-1)
+        keys = keys | ~keys.any(dim=1, keepdim=True)  # an empty bag: its padding attends to itself, never pooled
+        parts = self.qkv(self.norm(x)).unflatten(-1, (3, self.heads, self.head_dim)).permute(2, 0, 3, 1, 4)
+        query, key, value = parts.unbind(0)  # each [batch, heads, bag, head_dim]
+        mixed = F.scaled_dot_product_attention(query, key, value, attn_mask=keys[:, None, None, :])
+        return self.mlp(x + self.dropout(self.out(mixed.transpose(1, 2).flatten(-2))))
 
 
 class ContextQuery(nn.Module):
@@ -161,8 +205,7 @@ class AttentionPooling(nn.Module):
 
     def scores(self, features: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         """First-round pooling score of each entry for each head: [..., num_heads]."""
-        heads = features.unflatten(-1, (self.num_heads, self.head_dim))
-        scores = torch.einsum("...hd,hd->...h", heads, self.queries.to(heads.dtype)) / math.sqrt(self.head_dim)
+        scores = query_scores(features, self.queries)
         if self.entry_bias is not None:
             scores = scores + self.entry_bias(input_ids).to(scores.dtype)
         return scores
@@ -183,11 +226,12 @@ class Readout(nn.Module):
 
 
 class BagPooling(nn.Module):
-    """Attention pooling of padded bags over :class:`EntryTables`: rounds, context blocks and pairs.
+    """Attention pooling of padded bags over :class:`EntryTables`: self-attention, rounds, context blocks and pairs.
 
-    Holds the pooling's own modules (the further rounds' query maps, the context blocks, the pair pooling): the
-    model's, or copies of them. ``fused`` sums table rows with ``embedding_bag`` (no gathered copy of the rows;
-    fast in eager PyTorch and TorchScript) instead of a gather and an einsum (training, ONNX).
+    Holds the pooling's own modules (the further rounds' query maps, the context blocks, the pair pooling, the
+    self-attention layers and, for them, the first round's ``queries`` [heads, head_dim]): the model's, or copies
+    of them. ``fused`` sums table rows with ``embedding_bag`` (no gathered copy of the rows; fast in eager PyTorch
+    and TorchScript) instead of a gather and an einsum (training, ONNX); self-attention always gathers.
     """
 
     def __init__(
@@ -198,6 +242,8 @@ class BagPooling(nn.Module):
         context_blocks: nn.ModuleList,
         pairs: Optional[nn.Module],
         fused: bool = False,
+        self_attention: Optional[nn.ModuleList] = None,
+        queries: Optional[torch.Tensor] = None,
     ) -> None:
         super().__init__()
         self.num_heads = int(num_heads)
@@ -206,6 +252,12 @@ class BagPooling(nn.Module):
         self.context_blocks = context_blocks
         self.pairs = nn.ModuleList([pairs] if pairs is not None else [])
         self.fused = bool(fused)
+        self.self_attention = self_attention if self_attention is not None else nn.ModuleList()
+        if len(self.self_attention) and queries is None:
+            raise ValueError("self-attention needs the first round's queries (its scores are the table's plus q·Δ)")
+        if queries is None or not isinstance(queries, nn.Parameter):  # a copy: held, not trained
+            queries = nn.Parameter(torch.zeros(0) if queries is None else queries.detach().clone(), requires_grad=False)
+        self.queries = queries
 
     # --- reading the values table (an Encoder stores it in other precisions and overrides these two) ---------
     def gather_values(self, values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -231,14 +283,27 @@ class BagPooling(nn.Module):
         return torch.einsum("bnh,bnhd->bhd", weights.to(heads.dtype), heads).flatten(-2)
 
     # --- the pooling ---------------------------------------------------------------------------------------
+    def attend(
+        self, rows: torch.Tensor, mask: torch.Tensor, scores: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The self-attention layers on gathered rows [batch, bag, hidden] (``mask`` [batch, bag, 1] bool): the rows
+        after them, their change Δ and the first round's ``scores`` [batch, bag, heads] of the new rows."""
+        changed = rows
+        for block in self.self_attention:
+            changed = block(changed, mask)
+        delta = changed - rows
+        return changed, delta, scores + query_scores(delta, self.queries).float()
+
     @torch.jit.unused
     def last_weights(self, ids: torch.Tensor, mask: torch.Tensor, tables: EntryTables) -> torch.Tensor:
         """The last pooling round's weights [batch, bag, heads] (the context blocks pool with them too); padding
         gets 0. For inspection (failure analysis), not on the encoding path."""
         mask = (mask > 0).unsqueeze(-1)
         scores = F.embedding(ids, tables.scores).float()
-        weights = bag_softmax(scores, mask)
         rows = F.embedding(ids, tables.values)
+        if len(self.self_attention):
+            rows, _, scores = self.attend(rows, mask, scores)
+        weights = bag_softmax(scores, mask)
         pooled = self.weighted_sum(rows, weights)
         for context in self.context_queries:
             heads = rows.unflatten(-1, (self.num_heads, self.head_dim))
@@ -253,14 +318,19 @@ class BagPooling(nn.Module):
         """Pool bags of table rows ``ids`` [batch, bag] (``mask`` [batch, bag], nonzero = entry).
 
         Returns the pooled vector [batch, hidden] and, with ``entry_states``, each entry's features after the
-        context blocks [batch, bag, hidden] (then every block runs on every entry); else ``None``.
+        self-attention and context blocks [batch, bag, hidden] (then every block runs on every entry); else ``None``.
         """
         mask = (mask > 0).unsqueeze(-1)
         scores = F.embedding(ids, tables.scores).float()
-        weights = bag_softmax(scores, mask)
-        needs_rows = entry_states or not self.fused or len(self.context_queries) > 0 or len(self.context_blocks) > 0
+        attends = len(self.self_attention) > 0
+        fused = self.fused and not attends  # self-attention changes the rows: they are summed as they are
+        needs_rows = entry_states or not fused or len(self.context_queries) > 0 or len(self.context_blocks) > 0
         rows = self.gather_values(tables.values, ids) if needs_rows else tables.values
-        if self.fused:
+        shift: Optional[torch.Tensor] = None  # the self-attention's Δ of each entry
+        if attends:
+            rows, shift, scores = self.attend(rows, mask, scores)
+        weights = bag_softmax(scores, mask)
+        if fused:
             pooled = self.sum_values(tables.values, ids, weights)
         else:
             pooled = self.weighted_sum(rows, weights)
@@ -269,10 +339,10 @@ class BagPooling(nn.Module):
             queries = context(pooled).to(heads.dtype)
             scores = scores + torch.einsum("bnhd,bhd->bnh", heads, queries).float()
             weights = bag_softmax(scores, mask)
-            pooled = self.sum_values(tables.values, ids, weights) if self.fused else self.weighted_sum(rows, weights)
+            pooled = self.sum_values(tables.values, ids, weights) if fused else self.weighted_sum(rows, weights)
         last = len(self.context_blocks) - 1
         for index, block in enumerate(self.context_blocks):  # entries see their text, pooled with the same weights
-            first = tables.context_first if index == 0 else None
+            first = tables.context_first if index == 0 and not attends else None  # a table of φ, not of φ + Δ
             if first is not None:
                 inner = F.embedding(ids, first).to(block.up.weight.dtype)
             else:
@@ -295,6 +365,11 @@ class BagPooling(nn.Module):
             dtype = pairs.up.weight.dtype
             left_rows = F.embedding(torch.gather(ids, 1, left), left_table).to(dtype)
             right_rows = F.embedding(torch.gather(ids, 1, right), right_table).to(dtype)
+            if shift is not None:  # A·(φ + Δ) = A·φ + A·Δ
+                change = shift.to(dtype)
+                size = change.shape[-1]
+                left_rows = left_rows + pairs.left(torch.gather(change, 1, left.unsqueeze(-1).expand(-1, -1, size)))
+                right_rows = right_rows + pairs.right(torch.gather(change, 1, right.unsqueeze(-1).expand(-1, -1, size)))
             pooled = pooled + pairs(left_rows, right_rows, pair_mask).to(pooled.dtype)
         return pooled, (rows if entry_states else None)
 
@@ -308,6 +383,8 @@ __all__ = [
     "PairPooling",
     "Readout",
     "ResidualBlock",
+    "SelfAttentionBlock",
     "bag_softmax",
     "consecutive_pairs",
+    "query_scores",
 ]

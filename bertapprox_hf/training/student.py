@@ -52,9 +52,10 @@ def load_student_to_train(path: str, vocabulary: Vocabulary, **expected_config) 
 
     Refuses, naming the setting, a student whose entries or entry table differ from the vocabulary's
     or whose architecture differs from ``expected_config`` (``BertApproxConfig`` arguments). The exceptions
-    are the parts that start at zero: ``pooling_rounds`` and ``context_layers`` may exceed the saved
-    student's (with any ``context_intermediate_size`` when it had no context block) and ``pair_rank`` may be
-    set for a student without pairs, so the model starts as the saved student.
+    are the parts that start at zero: ``pooling_rounds``, ``context_layers`` and ``self_attention_layers`` may
+    exceed the saved student's (with any ``context_intermediate_size``, or self-attention widths, when it had no
+    such block) and ``pair_rank`` may be set for a student without pairs, so the model starts as the saved
+    student.
     """
     import os
 
@@ -72,7 +73,12 @@ def load_student_to_train(path: str, vocabulary: Vocabulary, **expected_config) 
             f"{saved_config.pair_rank}: pairs can be added to a student without them, not resized"
         )
     growable = {}
-    for key, what in (("pooling_rounds", "rounds"), ("context_layers", "context blocks"), ("pair_rank", "pairs")):
+    for key, what in (
+        ("pooling_rounds", "rounds"),
+        ("context_layers", "context blocks"),
+        ("self_attention_layers", "self-attention layers"),
+        ("pair_rank", "pairs"),
+    ):
         value = expected_config.get(key, getattr(saved_config, key))
         if value < getattr(saved_config, key):
             raise ValueError(
@@ -82,6 +88,10 @@ def load_student_to_train(path: str, vocabulary: Vocabulary, **expected_config) 
         growable[key] = value
     if not saved_config.context_layers and "context_intermediate_size" in expected_config:
         growable["context_intermediate_size"] = expected_config["context_intermediate_size"]
+    if not saved_config.self_attention_layers:
+        for key in ("self_attention_heads", "self_attention_width", "self_attention_intermediate_size"):
+            if key in expected_config:
+                growable[key] = expected_config[key]
     model = BertApproxModel.from_pretrained(path, **growable)
     for key, value in expected_config.items():
         saved = getattr(model.config, key)

@@ -107,6 +107,15 @@ def render_details(sources: dict) -> str:
             ),
         ],
         [
+            "self-attention (between a text's entries)",
+            f"{config['self_attention_layers']} pre-LN Transformer encoder layer(s) over the bag's φ vectors, no "
+            f"positions, {config.get('self_attention_heads') or config.get('num_heads')} heads, width "
+            f"{config.get('self_attention_width') or config.get('hidden_size')}, MLP inner "
+            f"{config.get('self_attention_intermediate_size') or config.get('intermediate_size')}"
+            if config.get("self_attention_layers")
+            else "none",
+        ],
+        [
             "context blocks (per entry, per text)",
             f"{config.get('context_layers') or 0} residual MLP block(s) on each entry's φ plus its text's pooled "
             f"vector, inner {config.get('context_intermediate_size') or config.get('intermediate_size')}",
