@@ -241,12 +241,19 @@ def profile_stages(encoder, texts: list[str], batch_size: int, repeats: int) -> 
     """Milliseconds per batch of an ``Encoder`` (CPU) in tokenization, pooling (softmax, bag sums) and ρ."""
     import torch
 
+    from bertapprox_hf.model.tokenization_bertapprox import pad_flat_bags
+
     tokenizer, limit = encoder.tokenizer, encoder.max_bag_size
     batches = [texts[i : i + batch_size] for i in range(0, len(texts), batch_size)]
-    bags = [tokenizer.encode_bags(batch, limit) for batch in batches]
+    flat = getattr(tokenizer, "encode_bags_flat", None)  # what Encoder.encode reads, where the tokenizer has it
+    to_bags = flat or tokenizer.encode_bags
+    bags = [to_bags(batch, limit) for batch in batches]
 
     def pooled(bag_batch):
-        return encoder.pool_bags(bag_batch)
+        if flat is None:
+            return encoder.pool_bags(bag_batch)
+        ids, offsets = bag_batch
+        return encoder.pool_padded(*pad_flat_bags(ids, offsets, np.arange(len(offsets) - 1)))
 
     def median_seconds(function) -> float:
         function()
@@ -259,7 +266,7 @@ def profile_stages(encoder, texts: list[str], batch_size: int, repeats: int) -> 
 
     with torch.inference_mode():
         pooled_batches = [pooled(b) for b in bags]
-        tokenize = median_seconds(lambda: [tokenizer.encode_bags(batch, limit) for batch in batches])
+        tokenize = median_seconds(lambda: [to_bags(batch, limit) for batch in batches])
         pool = median_seconds(lambda: [pooled(b) for b in bags])
         rho = median_seconds(lambda: [encoder.readout(p) for p in pooled_batches])
     per_batch = 1000 / len(batches)

@@ -8,7 +8,9 @@ Both paths tokenize the same distinct texts (1,024 queries and 256 passages by d
 warm (its steady state in a server, the figure most favourable to it); the compiled path has no cache. Each
 figure is the median over ``--repeats`` passes; a pass repeats the batches until it has run ``--min-time``
 seconds. Threads: the Python path runs on one; the compiled path on each ``--threads`` setting (1 by default:
-torch is also limited to that many threads). Writes ``tokenizer_speed.json`` and ``tokenizer_speed.md``.
+torch is also limited to that many threads), both as lists of bags (``encode_bags``) and as the flat arrays the
+``Encoder`` reads (``encode_bags_flat``, path ``compiled-flat``). Writes ``tokenizer_speed.json`` and
+``tokenizer_speed.md``.
 """
 
 from __future__ import annotations
@@ -85,14 +87,20 @@ def measure(tokenizer, sets: dict[str, list[str]], threads: list[int], repeats: 
 
     rows = [{"path": "python", "threads": 1}]
     rows += [{"path": "compiled", "threads": count} for count in threads]
+    rows += [{"path": "compiled-flat", "threads": count} for count in threads]
     for row in rows:
         torch.set_num_threads(row["threads"])
         if row["path"] == "python":
             tokenize = python
-        else:
+        elif row["path"] == "compiled":
 
             def tokenize(texts: list[str], count=row["threads"]) -> list[list[int]]:
                 return compiled.encode_batch(texts, MAX_BAG_SIZE, count)
+
+        else:
+
+            def tokenize(texts: list[str], count=row["threads"]) -> tuple:
+                return compiled.encode_flat(texts, MAX_BAG_SIZE, count)
 
         for name, texts in sets.items():
             row[name] = texts_per_second(tokenize, texts, repeats, min_time)

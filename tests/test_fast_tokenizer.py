@@ -85,9 +85,15 @@ def unwindowed(module, demo_entries):
 def assert_same_bags(pair, texts: list[str], max_entries: int = 512) -> int:
     python, compiled = pair
     expected = [python.encode(text, max_entries) for text in texts]
-    assert compiled.encode_batch(texts, max_entries, 1) == expected
-    for text, bag in zip(texts, expected, strict=True):
-        assert compiled.encode(text, max_entries) == bag, text[:200]
+    python.encode = python._marked_words = None  # the compiled path must not fall back on Python
+    try:
+        assert compiled.encode_batch(texts, max_entries, 1) == expected
+        ids, offsets = compiled.encode_flat(texts, max_entries, 1)
+        assert [ids[offsets[k] : offsets[k + 1]].tolist() for k in range(len(texts))] == expected
+        for text, bag in zip(texts, expected, strict=True):
+            assert compiled.encode(text, max_entries) == bag, text[:200]
+    finally:
+        del python.encode, python._marked_words
     return len(texts)
 
 
@@ -216,6 +222,106 @@ def test_real_texts_of_every_corpus_match_python(windowed, unwindowed, corpus):
     assert texts
     assert_same_bags(windowed, texts)
     assert_same_bags(unwindowed, texts[:1000])
+
+
+# --- the teacher's special tokens written in a text --------------------------------------------------------
+
+SPECIAL_TEXTS = (
+    [
+        "[CLS]",
+        "[CLS] new york city [SEP]",
+        "new york [SEP] city is big [SEP][SEP] [PAD][PAD][PAD] a b c",
+        "[cls] [Cls] [CLS [CLS] CLS] [ CLS ] [[CLS]] [CLS]] [[SEP]",
+        "[MASK]ed [UNK]nown x[PAD]y new[SEP]york (new [SEP] york) '[CLS]' \"[MASK]\" [CLS]!? ![SEP]. ,[PAD],",
+        "ΑΣ[CLS]ΑΣ Σ[SEP]Σ ΑΣ'[SEP] é[MASK]\u0301 [M\u200bASK] [MA\u0301SK] [\u00adCLS] [CLS]\u0301a",
+        "東京[CLS]東京 👍[SEP]🏽 [UNK]👍 \U0001d165[PAD]\U0001d16d",
+        "[CLS]" * 300,
+        "[SEP] " * 200 + "new york city",
+        "the cat sat " * 60 + "[CLS] [SEP] [MASK] " * 40 + "new york city " * 60,
+        "\x00[CLS]\x00 \ufffd[SEP]\ufffd \t[PAD]\n[MASK]\r[UNK]\x0b",
+        "x" * 150 + "[CLS]" + "y" * 150 + "[SEP]",
+    ]
+    + [("ab " * 700)[:start] + "[CLS]" + " new york [SEP] city" * 3 for start in range(2040, 2056)]
+    + [("ab " * 1400)[:start] + "[SEP][MASK] big apple" for start in range(4090, 4100)]
+)
+
+
+@pytest.mark.parametrize("max_entries", [0, 1, 3, 512])
+def test_texts_with_special_tokens_match_python(module, demo_entries, max_entries):
+    """A special token counts as one of the teacher's tokens (the window cut moves) and splits the text around it,
+    in any position, next to punctuation, letters and other special tokens, in wrong casings (plain text)."""
+    texts = SPECIAL_TEXTS + [text.replace("[CLS]", "[cls]") for text in SPECIAL_TEXTS]
+    for entries in (SMALL_ENTRIES, demo_entries):
+        for window in (0, 3, 4, 5, 8, 16, 256):
+            pair = encoders(module, entries, teacher_window=window, wordpiece_entries=20)
+            assert_same_bags(pair, texts, max_entries)
+
+
+def test_special_tokens_move_the_window_cut(windowed):
+    python, compiled = windowed
+    plain, special = "[ cls ] " * 100 + "new york city", "[CLS] " * 100 + "new york city"
+    assert compiled.encode(special, 512) == python.encode(special, 512)
+    assert len(compiled.encode(special, 512)) > len(compiled.encode(plain, 512))  # 3 tokens each, against 1
+
+
+def test_other_teachers_special_tokens_match_python(module, demo_entries):
+    """Any list of special tokens: longest first at one position, tokens with spaces or non-ASCII characters,
+    prefixes of each other, texts stored with 1, 2 or 4 bytes per character."""
+    tokens = ["<s>", "</s>", "<mask>", "<mask> x", "[CLS]", "[CLS]X", " sp", "Σ>", "東京", "👍", ""]
+    texts = SPECIAL_TEXTS + [
+        "<s> new york </s> <mask> x <mask>x <mask> xx [CLS]X [CLS]x sp  sp Σ> ΑΣ> 東京都 👍👍",
+        "a<s>b</s>c<mask>d sp sp<S></S>",
+        "东京 東 京 東京東京 <mask>\U0001d165 x",
+        "x" * 2045 + " sp sp" + "y" * 3000 + " sp",
+    ]
+    for entries in (SMALL_ENTRIES, demo_entries):
+        for window in (0, 4, 9, 256):
+            python = BagEncoder(
+                entries, "[UNK]", SPECIAL, teacher_window=window, wordpiece_entries=20, teacher_special_tokens=tokens
+            )
+            assert_same_bags((python, CompiledBagEncoder(python, module)), texts)
+            python = BagEncoder(entries, "[UNK]", SPECIAL, teacher_window=window, teacher_special_tokens=[])
+            assert_same_bags((python, CompiledBagEncoder(python, module)), texts)
+
+
+special_pieces = st.sampled_from(
+    ["[CLS]", "[SEP]", "[PAD]", "[MASK]", "[UNK]", "[cls]", "[CLS", "SEP]", "[", "]", "MASK", "[[", "]]"]
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    parts=st.lists(st.tuples(st.one_of(vocabulary_words, special_pieces), separators), max_size=60),
+    window=st.sampled_from([0, 3, 5, 8, 20, 256]),
+    max_entries=st.sampled_from([2, 512]),
+)
+def test_fuzzed_texts_with_special_tokens_match_python(module, parts, window, max_entries):
+    text = "".join(word + sep for word, sep in parts)
+    assert_same_bags(encoders(module, SMALL_ENTRIES, teacher_window=window, wordpiece_entries=10), [text], max_entries)
+
+
+def test_flat_bags_equal_the_lists(windowed):
+    python, compiled = windowed
+    texts = (ODD_TEXTS + sample_texts() + SPECIAL_TEXTS) * 3
+    assert sum(map(len, texts)) > 16384  # split over threads
+    expected = compiled.encode_batch(texts, 512, 1)
+    for threads in (1, 4):
+        ids, offsets = compiled.encode_flat(texts, 512, threads)
+        assert ids.dtype == "int32" and offsets.dtype == "int64" and ids.flags.writeable
+        assert offsets[0] == 0 and offsets[-1] == len(ids) == sum(map(len, expected))
+        assert [ids[offsets[k] : offsets[k + 1]].tolist() for k in range(len(texts))] == expected
+    ids, offsets = compiled.encode_flat([], 512)
+    assert len(ids) == 0 and offsets.tolist() == [0]
+    ids, offsets = compiled.encode_flat(["", "new york"], 0)
+    assert len(ids) == 0 and offsets.tolist() == [0, 0, 0]
+    with pytest.raises(TypeError, match="item 1 is int"):
+        compiled.encode_flat(["a", 3], 512)
+    tokenizer = BertApproxTokenizer.from_entries(SMALL_ENTRIES, teacher_window=32)
+    flat = tokenizer.encode_bags_flat(texts)
+    slow = BertApproxTokenizer.from_entries(SMALL_ENTRIES, teacher_window=32)
+    slow.compiled_encoder = None
+    for got, want in zip(flat, slow.encode_bags_flat(texts), strict=True):
+        assert got.dtype == want.dtype and got.tolist() == want.tolist()
 
 
 # --- wiring, fallback, threads, memory ----------------------------------------------------------------------

@@ -120,6 +120,32 @@ def test_float32_equals_the_model_on_real_text(tiny_student, tiny_encoder, minil
         np.testing.assert_allclose(encoder.embed_bags(bags), forward_bags(model, bags), atol=1e-5, rtol=0)
 
 
+def test_flat_bags_give_the_embeddings_of_bag_lists(tiny_encoder, minilm_encoder, real_texts, monkeypatch):
+    """The encoder reads the compiled tokenizer's flat arrays; bags as lists (pure Python, or a tokenizer without
+    the flat API) give the same padded batches, so the same embeddings."""
+    texts = real_texts + ["[CLS] new york [SEP] city", "x [MASK]! [unk] [UNK][PAD]"]
+    for encoder in (tiny_encoder, minilm_encoder):
+        tokenizer = encoder.tokenizer
+        ids, offsets = tokenizer.encode_bags_flat(texts, encoder.max_bag_size)
+        assert ids.dtype == np.int32 and offsets.dtype == np.int64 and len(offsets) == len(texts) + 1
+        bags = tokenizer.encode_bags(texts, encoder.max_bag_size)
+        assert [ids[offsets[k] : offsets[k + 1]].tolist() for k in range(len(texts))] == bags
+        encoder.clear_cache()
+        flat = encoder.encode(texts, batch_size=64)
+        lists = encoder.embed_bags(bags, batch_size=64)
+        np.testing.assert_allclose(flat, lists, atol=1e-6, rtol=0)
+        with monkeypatch.context() as patch:
+            patch.delattr(type(tokenizer), "encode_bags_flat")
+            encoder.clear_cache()
+            np.testing.assert_allclose(encoder.encode(texts, batch_size=64), flat, atol=1e-6, rtol=0)
+        if tokenizer.compiled_encoder is not None:
+            with monkeypatch.context() as patch:
+                patch.setattr(tokenizer, "compiled_encoder", None)  # the pure-Python path's arrays
+                assert np.array_equal(tokenizer.encode_bags_flat(texts, encoder.max_bag_size)[0], ids)
+                encoder.clear_cache()
+                np.testing.assert_allclose(encoder.encode(texts, batch_size=64), flat, atol=1e-6, rtol=0)
+
+
 def test_empty_text_is_the_forward_of_an_empty_bag(tiny_student, tiny_encoder):
     empty = forward_bags(tiny_student, [[]])[0]
     np.testing.assert_allclose(tiny_encoder.encode(""), empty, atol=1e-6)

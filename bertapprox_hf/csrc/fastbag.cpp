@@ -5,6 +5,9 @@
 // normalization rule looks across, and each chunk is normalized (control characters dropped, lower-cased with
 // Python's final-sigma rule, canonically decomposed with the marks stripped) and split into words. Words are
 // consumed as they come, so a text costs no more than the words its bag (or the teacher's window) can use.
+// The teacher's special tokens written in a text ("[CLS]") are matched in the raw text first (case-sensitively,
+// leftmost, longest first, as special_tokens.py does): the text between them and each of them are normalized as
+// texts of their own, and a special token's words count as one teacher token in all.
 // Vocabulary words live in one code point trie: a word's node is its id, and the n-gram trie, the skip-grams
 // and the WordPiece fallback are keyed by node ids. Built once, read-only afterwards: safe from any thread.
 
@@ -26,7 +29,7 @@ namespace {
 using namespace bagtok_tables;
 
 // Bumped whenever the algorithm changes; the Python wrapper refuses an extension of another version.
-constexpr int kAlgorithmVersion = 1;
+constexpr int kAlgorithmVersion = 2;
 constexpr uint32_t kSigma = 0x3A3, kFinalSigma = 0x3C2, kSmallSigma = 0x3C3;
 constexpr size_t kChunk = 2048;         // code points per normalization chunk (extended to a safe boundary)
 constexpr size_t kParallelChars = 16384;  // below this many code points in a batch, one thread does it all
@@ -201,6 +204,10 @@ class StringTable {
   size_t longest_ = 0;
 };
 
+// Where a word comes from (special_tokens.py's marks): plain text, or the first or a further word of a special
+// token that the teacher reads as one token.
+enum Mark : uint8_t { kPlain = 0, kSpecialStart = 1, kSpecialRest = 2 };
+
 // A word of a text: its first code points (enough for every rule that reads them) and its vocabulary id.
 struct Word {
   uint32_t start;   // into Workspace::chars
@@ -208,6 +215,7 @@ struct Word {
   uint64_t length;  // code points of the whole word
   uint64_t hash;    // StringTable hash while being read
   int32_t id;       // the vocabulary word equal to it, -1 if none
+  uint8_t mark;     // a Mark
 };
 
 // Per-thread scratch space, reused across texts.
@@ -235,8 +243,19 @@ class BagTokenizer {
 
   // Entry kinds follow entry_kind() of tokenization_bertapprox.py.
   void build(const std::vector<std::u32string>& entries, const std::vector<bool>& special, size_t teacher_first,
-             size_t teacher_count) {
+             size_t teacher_count, const std::vector<std::u32string>& teacher_special) {
     static const std::u32string kSkip = U" <skip> ";
+    for (const std::u32string& token : teacher_special) {
+      if (!token.empty() && std::find(teacher_special_.begin(), teacher_special_.end(), token) == teacher_special_.end())
+        teacher_special_.push_back(token);
+    }
+    // Longest first, so that at one position the longest token matches (special_token_pattern's alternation).
+    std::stable_sort(teacher_special_.begin(), teacher_special_.end(),
+                     [](const std::u32string& a, const std::u32string& b) { return a.size() > b.size(); });
+    for (const std::u32string& token : teacher_special_) {
+      if (std::find(special_first_.begin(), special_first_.end(), token[0]) == special_first_.end())
+        special_first_.push_back(token[0]);
+    }
     ngram_entries_.push_back(-1);  // n-gram node 0: the root
     std::vector<std::pair<int32_t, int32_t>> skip_pairs;
     std::vector<int32_t> skip_ids;
@@ -288,14 +307,27 @@ class BagTokenizer {
         std::max<uint64_t>(static_cast<uint64_t>(settings.max_chars_per_word), words_.longest()) + 1);
   }
 
-  // The normalized words of text[0:length), passed one by one to take(word) until it returns false.
+  // The normalized words of text[0:length), passed one by one to take(word) until it returns false. The text is
+  // read a chunk at a time; a special token found in a chunk ends the text before it, and is normalized alone
+  // (words_with_special_marks normalizes the pieces between special tokens as texts of their own).
   template <typename Take>
   void for_each_word(int kind, const void* data, size_t length, Workspace& ws, Take take) const {
     size_t start = 0;
     while (start < length) {
       size_t end = std::min(length, start + kChunk);
       while (end < length && !(record(PyUnicode_READ(kind, data, end)).flags & kSafe)) ++end;
-      if (!split_chunk(kind, data, start, end, ws, take)) return;
+      if (!teacher_special_.empty()) {
+        // A token may start at the boundary itself (it is skipped below) and may reach past it.
+        size_t token_length = 0;
+        size_t found = find_special(kind, data, start, std::min(length, end + 1), length, &token_length);
+        if (token_length) {
+          if (found > start && !split_chunk(kind, data, start, found, kPlain, ws, take)) return;
+          if (!split_chunk(kind, data, found, found + token_length, kSpecialStart, ws, take)) return;
+          start = found + token_length;
+          continue;
+        }
+      }
+      if (!split_chunk(kind, data, start, end, kPlain, ws, take)) return;
       start = end + 1;  // the safe boundary itself is whitespace
     }
   }
@@ -403,6 +435,34 @@ class BagTokenizer {
     int32_t teacher_tokens = 1;
     bool skip_first = false;   // starts a skip-gram
   };
+
+  // The first position in [from, limit) where one of the teacher's special tokens starts (the longest one there
+  // in *token_length), else limit with *token_length 0. A token may end anywhere up to length.
+  size_t find_special(int kind, const void* data, size_t from, size_t limit, size_t length,
+                      size_t* token_length) const {
+    *token_length = 0;
+    const uint32_t first = special_first_.size() == 1 ? special_first_[0] : 0;
+    for (size_t k = from; k < limit; ++k) {
+      if (special_first_.size() == 1 && kind == PyUnicode_1BYTE_KIND) {  // the usual case: memchr for '['
+        if (first > 0xFF) return limit;
+        const void* hit = std::memchr(static_cast<const Py_UCS1*>(data) + k, static_cast<int>(first), limit - k);
+        if (!hit) return limit;
+        k = static_cast<size_t>(static_cast<const Py_UCS1*>(hit) - static_cast<const Py_UCS1*>(data));
+      }
+      uint32_t cp = PyUnicode_READ(kind, data, k);
+      if (std::find(special_first_.begin(), special_first_.end(), cp) == special_first_.end()) continue;
+      for (const std::u32string& token : teacher_special_) {
+        if (token.size() > length - k) continue;
+        size_t m = 0;
+        while (m < token.size() && PyUnicode_READ(kind, data, k + m) == static_cast<uint32_t>(token[m])) ++m;
+        if (m == token.size()) {
+          *token_length = m;
+          return k;
+        }
+      }
+    }
+    return limit;
+  }
 
   static uint64_t pair(int32_t a, int32_t b) {
     return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
@@ -531,12 +591,13 @@ class BagTokenizer {
 
   // Normalize text[start:end) and pass its words to take(); false once take() has had enough. The chunk's words
   // are split first and looked up together, so that their memory reads overlap.
+  // mark: kPlain, or kSpecialStart for the text of a special token (its first word; the others kSpecialRest).
   template <typename Take>
-  bool split_chunk(int kind, const void* data, size_t start, size_t end, Workspace& ws, Take take) const {
+  bool split_chunk(int kind, const void* data, size_t start, size_t end, Mark mark, Workspace& ws, Take take) const {
     const std::vector<uint32_t>& text = normalize_chunk(kind, data, start, end, ws);
     std::vector<Word>& pending = ws.pending;
     pending.clear();
-    Word word{0, 0, 0, StringTable::kSeed, -1};
+    Word word{0, 0, 0, StringTable::kSeed, -1, mark};
     auto append = [&](uint32_t cp) {
       if (word.length == 0) word.start = static_cast<uint32_t>(ws.chars.size());
       if (word.stored < keep_) {
@@ -550,7 +611,7 @@ class BagTokenizer {
       if (!word.length) return;
       word.hash = StringTable::finish(word.hash, word.stored);
       pending.push_back(word);
-      word = Word{0, 0, 0, StringTable::kSeed, -1};
+      word = Word{0, 0, 0, StringTable::kSeed, -1, mark == kPlain ? kPlain : kSpecialRest};
     };
     for (uint32_t cp : text) {
       uint16_t flags = cp < 0x80 ? kAsciiFlags[cp] : record(cp).flags;
@@ -629,8 +690,10 @@ class BagTokenizer {
     return count ? static_cast<int32_t>(count) : 1;
   }
 
-  // Tokens the teacher's WordPiece makes of one word (at least 1: the unknown token).
+  // Tokens the teacher's WordPiece makes of one word (at least 1: the unknown token); a special token's are all
+  // on its first word.
   int64_t teacher_token_count(const Word& word, const Workspace& ws) const {
+    if (word.mark != kPlain) return word.mark == kSpecialStart ? 1 : 0;
     if (word.id >= 0) return info_[word.id].teacher_tokens;
     if (word.length > word.stored) return 1;
     return count_teacher_tokens(ws.chars.data() + word.start, word.stored);
@@ -644,6 +707,8 @@ class BagTokenizer {
   std::vector<int32_t> ngram_entries_;  // entry id of an n-gram node, -1 if none ends there
   FlatMap skipgrams_;                   // (first word, second word) -> entry id
   uint32_t keep_ = 101;                 // code points kept of a word: more than any rule reads
+  std::vector<std::u32string> teacher_special_;  // the teacher's special tokens, longest first
+  std::vector<uint32_t> special_first_;          // their distinct first code points
 };
 
 // --- Python binding -----------------------------------------------------------------------------------------
@@ -682,13 +747,13 @@ PyObject* bag_to_list(const std::vector<int32_t>& bag) {
 int Encoder_init(EncoderObject* self, PyObject* args, PyObject* kwargs) {
   static const char* names[] = {"entries",        "special",           "unk_id",         "lowercase",
                                 "strip_accents",  "skipgram_max_gap",  "max_chars_per_word", "teacher_window",
-                                "teacher_first",  "teacher_count",     nullptr};
-  PyObject *entries = nullptr, *special = nullptr;
+                                "teacher_first",  "teacher_count",     "teacher_special",    nullptr};
+  PyObject *entries = nullptr, *special = nullptr, *teacher_special = nullptr;
   int unk_id = 0, lowercase = 1, strip_accents = 1;
   long long gap = 2, max_chars = 100, window = 0, teacher_first = 0, teacher_count = 0;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOi|ppLLLLL", const_cast<char**>(names), &entries, &special,
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOi|ppLLLLLO", const_cast<char**>(names), &entries, &special,
                                    &unk_id, &lowercase, &strip_accents, &gap, &max_chars, &window, &teacher_first,
-                                   &teacher_count))
+                                   &teacher_count, &teacher_special))
     return -1;
   if (self->tokenizer) {  // other threads may be reading the tables: they are never replaced
     PyErr_SetString(PyExc_RuntimeError, "the encoder is already initialised");
@@ -716,6 +781,24 @@ int Encoder_init(EncoderObject* self, PyObject* args, PyObject* kwargs) {
     if (contained < 0) return -1;
     is_special[k] = contained == 1;
   }
+  std::vector<std::u32string> special_texts;  // the teacher's special tokens, as written in a text
+  if (teacher_special && teacher_special != Py_None) {
+    if (PyUnicode_Check(teacher_special)) {
+      PyErr_SetString(PyExc_TypeError, "teacher_special must be a sequence of str, not one str");
+      return -1;
+    }
+    PyObject* sequence = PySequence_Fast(teacher_special, "teacher_special must be a sequence of str");
+    if (!sequence) return -1;
+    const Py_ssize_t count = PySequence_Fast_GET_SIZE(sequence);
+    special_texts.resize(static_cast<size_t>(count));
+    for (Py_ssize_t k = 0; k < count; ++k) {
+      if (!read_string(PySequence_Fast_GET_ITEM(sequence, k), &special_texts[k])) {
+        Py_DECREF(sequence);
+        return -1;
+      }
+    }
+    Py_DECREF(sequence);
+  }
   auto* tokenizer = new BagTokenizer();
   tokenizer->settings.lowercase = lowercase;
   tokenizer->settings.strip_accents = strip_accents;
@@ -724,7 +807,7 @@ int Encoder_init(EncoderObject* self, PyObject* args, PyObject* kwargs) {
   tokenizer->settings.teacher_window = window;
   tokenizer->unk_id = unk_id;
   Py_BEGIN_ALLOW_THREADS tokenizer->build(strings, is_special, static_cast<size_t>(teacher_first),
-                                          static_cast<size_t>(teacher_count));
+                                          static_cast<size_t>(teacher_count), special_texts);
   Py_END_ALLOW_THREADS self->tokenizer = tokenizer;
   return 0;
 }
@@ -756,21 +839,20 @@ PyObject* Encoder_encode(EncoderObject* self, PyObject* args) {
   Py_END_ALLOW_THREADS return bag_to_list(ws.bag);
 }
 
-PyObject* Encoder_encode_batch(EncoderObject* self, PyObject* args) {
-  PyObject* texts;
-  long long max_entries = 512;
-  int threads = 1;
-  if (!PyArg_ParseTuple(args, "O|Li", &texts, &max_entries, &threads) || !ready(self)) return nullptr;
+// The bags of a list of texts, tokenized without the GIL on up to `threads` threads; false with a Python error set.
+bool encode_texts(EncoderObject* self, PyObject* texts, long long max_entries, int threads,
+                  std::vector<std::vector<int32_t>>* bags) {
+  if (!ready(self)) return false;
   if (max_entries < 0) {
     PyErr_SetString(PyExc_ValueError, "max_entries must not be negative");
-    return nullptr;
+    return false;
   }
   if (PyUnicode_Check(texts)) {
     PyErr_SetString(PyExc_TypeError, "texts must be a list of str, not one str");
-    return nullptr;
+    return false;
   }
   PyObject* sequence = PySequence_Fast(texts, "texts must be a list of str");
-  if (!sequence) return nullptr;
+  if (!sequence) return false;
   const Py_ssize_t n = PySequence_Fast_GET_SIZE(sequence);
   struct Text {
     int kind;
@@ -780,8 +862,9 @@ PyObject* Encoder_encode_batch(EncoderObject* self, PyObject* args) {
   std::vector<Text> items(static_cast<size_t>(n));
   std::vector<PyObject*> held;  // a reference to every text while the GIL is released (the list may change)
   held.reserve(static_cast<size_t>(n));
-  auto release_all = [&held]() {
+  auto release_all = [&held, sequence]() {
     for (PyObject* text : held) Py_DECREF(text);
+    Py_DECREF(sequence);
   };
   size_t total = 0;
   for (Py_ssize_t k = 0; k < n; ++k) {
@@ -789,15 +872,15 @@ PyObject* Encoder_encode_batch(EncoderObject* self, PyObject* args) {
     if (!PyUnicode_Check(text)) {
       PyErr_Format(PyExc_TypeError, "item %zd is %s, not str", k, Py_TYPE(text)->tp_name);
       release_all();
-      Py_DECREF(sequence);
-      return nullptr;
+      return false;
     }
     Py_INCREF(text);
     held.push_back(text);
-    items[k] = Text{static_cast<int>(PyUnicode_KIND(text)), PyUnicode_DATA(text), static_cast<size_t>(PyUnicode_GET_LENGTH(text))};
+    items[k] = Text{static_cast<int>(PyUnicode_KIND(text)), PyUnicode_DATA(text),
+                    static_cast<size_t>(PyUnicode_GET_LENGTH(text))};
     total += items[k].length;
   }
-  std::vector<std::vector<int32_t>> bags(static_cast<size_t>(n));
+  bags->assign(static_cast<size_t>(n), {});
   const BagTokenizer* tokenizer = self->tokenizer;
   Py_BEGIN_ALLOW_THREADS;
   std::atomic<size_t> next{0};
@@ -808,7 +891,7 @@ PyObject* Encoder_encode_batch(EncoderObject* self, PyObject* args) {
       size_t last = std::min(items.size(), first + kGrab);
       for (size_t k = first; k < last; ++k) {
         tokenizer->encode(items[k].kind, items[k].data, items[k].length, max_entries, ws);
-        bags[k] = ws.bag;
+        (*bags)[k] = ws.bag;
       }
     }
   };
@@ -819,7 +902,17 @@ PyObject* Encoder_encode_batch(EncoderObject* self, PyObject* args) {
   for (std::thread& thread : pool) thread.join();
   Py_END_ALLOW_THREADS;
   release_all();
-  Py_DECREF(sequence);
+  return true;
+}
+
+PyObject* Encoder_encode_batch(EncoderObject* self, PyObject* args) {
+  PyObject* texts;
+  long long max_entries = 512;
+  int threads = 1;
+  if (!PyArg_ParseTuple(args, "O|Li", &texts, &max_entries, &threads)) return nullptr;
+  std::vector<std::vector<int32_t>> bags;
+  if (!encode_texts(self, texts, max_entries, threads, &bags)) return nullptr;
+  const Py_ssize_t n = static_cast<Py_ssize_t>(bags.size());
   PyObject* result = PyList_New(n);
   if (!result) return nullptr;
   for (Py_ssize_t k = 0; k < n; ++k) {
@@ -831,6 +924,38 @@ PyObject* Encoder_encode_batch(EncoderObject* self, PyObject* args) {
     PyList_SET_ITEM(result, k, bag);
   }
   return result;
+}
+
+// The bags of a batch as two flat buffers, no Python object per entry: every entry id (int32, text after text)
+// and each text's first position in them, with the end last (int64, one more than there are texts).
+PyObject* Encoder_encode_flat(EncoderObject* self, PyObject* args) {
+  PyObject* texts;
+  long long max_entries = 512;
+  int threads = 1;
+  if (!PyArg_ParseTuple(args, "O|Li", &texts, &max_entries, &threads)) return nullptr;
+  std::vector<std::vector<int32_t>> bags;
+  if (!encode_texts(self, texts, max_entries, threads, &bags)) return nullptr;
+  size_t total = 0;
+  for (const std::vector<int32_t>& bag : bags) total += bag.size();
+  PyObject* ids = PyByteArray_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(total * sizeof(int32_t)));
+  if (!ids) return nullptr;
+  PyObject* offsets = PyByteArray_FromStringAndSize(nullptr, static_cast<Py_ssize_t>((bags.size() + 1) * sizeof(int64_t)));
+  if (!offsets) {
+    Py_DECREF(ids);
+    return nullptr;
+  }
+  char* id_bytes = PyByteArray_AS_STRING(ids);
+  char* offset_bytes = PyByteArray_AS_STRING(offsets);
+  int64_t position = 0;
+  for (size_t k = 0; k < bags.size(); ++k) {
+    std::memcpy(offset_bytes + k * sizeof(int64_t), &position, sizeof(int64_t));
+    if (!bags[k].empty()) {
+      std::memcpy(id_bytes + static_cast<size_t>(position) * sizeof(int32_t), bags[k].data(), bags[k].size() * sizeof(int32_t));
+    }
+    position += static_cast<int64_t>(bags[k].size());
+  }
+  std::memcpy(offset_bytes + bags.size() * sizeof(int64_t), &position, sizeof(int64_t));
+  return Py_BuildValue("(NN)", ids, offsets);
 }
 
 PyObject* Encoder_words(EncoderObject* self, PyObject* args) {
@@ -895,6 +1020,9 @@ PyMethodDef kEncoderMethods[] = {
      "encode(text, max_entries=512) -> list[int]: the bag of one text."},
     {"encode_batch", reinterpret_cast<PyCFunction>(Encoder_encode_batch), METH_VARARGS,
      "encode_batch(texts, max_entries=512, threads=1) -> list[list[int]]: bags of many texts, without the GIL."},
+    {"encode_flat", reinterpret_cast<PyCFunction>(Encoder_encode_flat), METH_VARARGS,
+     "encode_flat(texts, max_entries=512, threads=1) -> (bytearray, bytearray): the bags of many texts as flat "
+     "int32 entry ids and int64 offsets (len(texts) + 1 of them), without the GIL."},
     {"words", reinterpret_cast<PyCFunction>(Encoder_words), METH_VARARGS,
      "words(text, max_entries=-1) -> list[str]: normalized words (those a bag may use when max_entries >= 0)."},
     {"normalize", reinterpret_cast<PyCFunction>(Encoder_normalize), METH_VARARGS,

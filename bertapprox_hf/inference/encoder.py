@@ -20,10 +20,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..model.encoding_bertapprox import check_batch_size, check_texts, embed_sorted, finish
+from ..model.encoding_bertapprox import check_batch_size, check_texts, embed_in_length_order, embed_sorted, finish
 from ..model.modeling_bertapprox import BertApproxModel
 from ..model.pooling_bertapprox import Readout
-from ..model.tokenization_bertapprox import pad_bag_arrays
+from ..model.tokenization_bertapprox import pad_bag_arrays, pad_flat_bags
 from .cache import EmbeddingCache
 from .precision import DTYPES, cpu_supports, dtype_name, int_mm_works, quantize_linears
 from .protocol import ConfigProperties
@@ -144,16 +144,20 @@ class Encoder(ConfigProperties):
         )
 
     # --- bags in, embeddings out ----------------------------------------------------------------
-    @torch.inference_mode()
     def pool_bags(self, bags: list[Sequence[int]]) -> torch.Tensor:
         """Pooled vectors [len(bags), hidden] (float32, on the device) of a batch of bags of valid entry ids."""
-        ids, mask = pad_bag_arrays(bags)
+        return self.pool_padded(*pad_bag_arrays(bags))
+
+    @torch.inference_mode()
+    def pool_padded(self, ids: np.ndarray, mask: np.ndarray) -> torch.Tensor:
+        """Pooled vectors [batch, hidden] (float32, on the device) of right-padded bags: ``ids`` and ``mask``
+        [batch, width] int64 arrays (:func:`pad_bag_arrays`), taken as they are (``torch.from_numpy``)."""
         ids = torch.from_numpy(ids).to(self.device, non_blocking=True)
         mask = torch.from_numpy(mask).to(self.device, non_blocking=True)
-        step = len(bags)
+        step = len(ids)
         if self._entry_chunk is not None:
             step = max(1, self._entry_chunk // ids.shape[1])
-        pieces = range(0, len(bags), step)
+        pieces = range(0, len(ids), step)
         return torch.cat([self.pooling.pool(ids[i : i + step], mask[i : i + step]) for i in pieces])
 
     @torch.inference_mode()
@@ -215,8 +219,7 @@ class Encoder(ConfigProperties):
         first, repeats = self.cache.lookup(texts, result)
         pending = list(first)
         if pending:
-            bags = self.tokenizer.encode_bags(pending, self.max_bag_size)
-            rows = embed_sorted(bags, self._embed, self.dim, batch_size, show_progress_bar).cpu().numpy()
+            rows = self._embed_texts(pending, batch_size, show_progress_bar).cpu().numpy()
             result[np.fromiter(first.values(), dtype=np.intp, count=len(first))] = rows
             self.cache.store(pending, rows)
         if repeats:
@@ -224,6 +227,21 @@ class Encoder(ConfigProperties):
             result[list(targets)] = result[list(sources)]
         out = finish(result, single, normalize_embeddings, convert_to_numpy)
         return out if convert_to_numpy else out.to(self.device)
+
+    def _embed_texts(self, texts: list[str], batch_size: int, show_progress_bar: bool = False) -> torch.Tensor:
+        """Embeddings [len(texts), dim] float32 on the device, no cache. The bags come as flat arrays where the
+        tokenizer gives them so (:meth:`~BertApproxTokenizer.encode_bags_flat`: no Python object per entry) and
+        are padded a batch at a time; else as lists. Both give the same padded batches, so the same embeddings."""
+        flat = getattr(self.tokenizer, "encode_bags_flat", None)
+        if flat is None:  # a tokenizer of another version (remote code)
+            bags = self.tokenizer.encode_bags(texts, self.max_bag_size)
+            return embed_sorted(bags, self._embed, self.dim, batch_size, show_progress_bar, self.device)
+        ids, offsets = flat(texts, self.max_bag_size)
+
+        def embed_rows(rows: np.ndarray) -> torch.Tensor:
+            return self.readout(self.pool_padded(*pad_flat_bags(ids, offsets, rows)))
+
+        return embed_in_length_order(np.diff(offsets), embed_rows, self.dim, batch_size, show_progress_bar, self.device)
 
     def cache_info(self) -> dict:
         """``hits``/``misses`` (texts asked for, counting repeats), ``size``, ``maxsize``, ``hit_rate``."""

@@ -47,13 +47,29 @@ def embed_sorted(
 ) -> torch.Tensor:
     """Embeddings [len(bags), dim] float32 of ``bags``, embedded ``batch_size`` at a time from the shortest to the
     longest, returned in input order (on the device the batches come from; ``device`` when there are none)."""
-    order = np.argsort(np.fromiter((len(bag) for bag in bags), dtype=np.int64, count=len(bags)), kind="stable")
+    lengths = np.fromiter((len(bag) for bag in bags), dtype=np.int64, count=len(bags))
+    return embed_in_length_order(
+        lengths, lambda rows: embed_batch([bags[i] for i in rows]), dim, batch_size, show_progress_bar, device
+    )
+
+
+def embed_in_length_order(
+    lengths: np.ndarray,
+    embed_rows: Callable[[np.ndarray], torch.Tensor],
+    dim: int,
+    batch_size: int,
+    show_progress_bar: bool = False,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """:func:`embed_sorted` of bags given by their ``lengths``: ``embed_rows`` embeds the bags of a batch, given as
+    their positions (an int64 array), ``batch_size`` at a time from the shortest to the longest."""
+    order = np.argsort(lengths, kind="stable")
     starts = range(0, len(order), batch_size)
     if show_progress_bar:
         from tqdm.auto import tqdm
 
         starts = tqdm(starts, desc="Encoding", unit="batch")
-    chunks = [embed_batch([bags[i] for i in order[start : start + batch_size]]).float() for start in starts]
+    chunks = [embed_rows(order[start : start + batch_size]).float() for start in starts]
     if not chunks:
         return torch.zeros(0, dim, device=device)
     sorted_rows = torch.cat(chunks)

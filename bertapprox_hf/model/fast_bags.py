@@ -3,7 +3,7 @@
 The C++ extension ``bertapprox_hf._fastbag`` is built by ``pip install`` where a compiler is present. Without it
 (or with ``BERTAPPROX_PURE_PYTHON_TOKENIZER=1``) the pure-Python ``BagEncoder`` does the work, and a warning says
 so once. Copied next to the model as remote code: the saved tokenizer uses the compiled path whenever an installed
-``bertapprox_hf`` provides it. Imports only the standard library, ``regex`` and a sibling module.
+``bertapprox_hf`` provides it. Imports only the standard library, numpy, ``regex`` and a sibling module.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ import os
 import sys
 import unicodedata
 
+import numpy as np
+
 logger = logging.getLogger(__name__)
 
-ALGORITHM_VERSION = 1  # must equal the extension's: both change together with the tokenization rules
+ALGORITHM_VERSION = 2  # must equal the extension's: both change together with the tokenization rules
 PURE_PYTHON_ENV = "BERTAPPROX_PURE_PYTHON_TOKENIZER"
 THREADS_ENV = "BERTAPPROX_TOKENIZER_THREADS"
 _MAX_CHARS_PER_WORD = 1 << 30  # settings beyond what the extension keeps of a word stay in Python
@@ -125,28 +127,23 @@ class CompiledBagEncoder:
             bag_encoder.teacher_window,
             first,
             count,
+            list(bag_encoder.teacher_special_tokens),
         )
-
-    def _has_special_tokens(self, text: str) -> bool:
-        """Whether ``text`` writes one of the teacher's special tokens ("[CLS]"), which the teacher reads whole:
-        such (rare) texts go through the Python path, which counts them so."""
-        pattern = self.bag_encoder._special_pattern
-        return pattern is not None and pattern.search(text) is not None
 
     def encode(self, text: str, max_entries: int) -> list[int]:
         """Entry ids of ``text``, at most ``max_entries`` (>= 0) of them."""
-        if self._has_special_tokens(text):
-            return self.bag_encoder.encode(text, max_entries)
         return self._encoder.encode(text, max_entries)
 
     def encode_batch(self, texts: list[str], max_entries: int, threads: int | None = None) -> list[list[int]]:
         """Entry ids of each text, on ``threads`` threads (default: :func:`default_threads`)."""
-        bags = self._encoder.encode_batch(texts, max_entries, threads or default_threads())
-        if self._has_special_tokens("\n".join(texts)):  # one scan of the batch; no special token spans a newline
-            for position, text in enumerate(texts):
-                if self._has_special_tokens(text):
-                    bags[position] = self.bag_encoder.encode(text, max_entries)
-        return bags
+        return self._encoder.encode_batch(texts, max_entries, threads or default_threads())
+
+    def encode_flat(self, texts: list[str], max_entries: int, threads: int | None = None):
+        """The bags of ``texts`` as flat numpy arrays, built without a Python object per entry: ``(ids, offsets)``,
+        every entry id (int32) text after text, and where each text's bag starts in ``ids`` (int64, one more than
+        there are texts: bag ``k`` is ``ids[offsets[k]:offsets[k + 1]]``), writable views of buffers made for them."""
+        ids, offsets = self._encoder.encode_flat(texts, max_entries, threads or default_threads())
+        return np.frombuffer(ids, dtype=np.int32), np.frombuffer(offsets, dtype=np.int64)
 
     def words(self, text: str, max_entries: int = -1) -> list[str]:
         """The normalized words of ``text``; with ``max_entries`` >= 0, those its bag may use."""

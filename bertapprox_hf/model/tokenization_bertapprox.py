@@ -109,7 +109,8 @@ class BagEncoder:
         self._teacher_token_count = WordCache(self._teacher_token_count_uncached, max_chars_per_word)
         # The teacher reads its special tokens written in a text ("[CLS]") as one token each.
         specials = BERT_SPECIAL_TOKENS if teacher_special_tokens is None else teacher_special_tokens
-        self._special_pattern = special_token_pattern(specials)
+        self.teacher_special_tokens = tuple(sorted({token for token in specials if token}, key=len, reverse=True))
+        self._special_pattern = special_token_pattern(self.teacher_special_tokens)
 
     def _add_ngram(self, words: list[str], entry_id: int) -> None:
         self.max_ngram = max(self.max_ngram, len(words))
@@ -408,6 +409,15 @@ class BertApproxTokenizer(PreTrainedTokenizer):
             return self.compiled_encoder.encode_batch(texts, max_entries)
         return [self.bag_encoder.encode(text, max_entries) for text in texts]
 
+    def encode_bags_flat(self, texts: list[str], max_entries: int = MAX_BAG_SIZE) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`encode_bags` as flat arrays ``(ids, offsets)``: every entry id (int32), text after text, and where
+        each text's bag starts (int64, ``len(texts) + 1`` of them; bag ``k`` is ``ids[offsets[k]:offsets[k + 1]]``).
+        The compiled path builds them without a Python object per entry."""
+        check_texts(texts)
+        if self.compiled_encoder is not None and max_entries >= 0:
+            return self.compiled_encoder.encode_flat(texts, max_entries)
+        return flatten_bags(self.encode_bags(texts, max_entries))
+
     def _encode_plus(self, text, text_pair=None, **kwargs) -> BatchEncoding:
         single = isinstance(text, str)
         fast = (
@@ -489,6 +499,29 @@ def pad_bag_arrays(bags: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[np.n
     ids = np.full((len(bags), width), pad_id, dtype=np.int64)
     ids[filled] = np.fromiter(itertools.chain.from_iterable(bags), dtype=np.int64, count=int(lengths.sum()))
     return ids, filled.astype(np.int64)
+
+
+def flatten_bags(bags: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Bags as :meth:`BertApproxTokenizer.encode_bags_flat` gives them: flat int32 ids and int64 offsets."""
+    offsets = np.zeros(len(bags) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, bags), dtype=np.int64, count=len(bags)), out=offsets[1:])
+    ids = np.fromiter(itertools.chain.from_iterable(bags), dtype=np.int32, count=int(offsets[-1]))
+    return ids, offsets
+
+
+def pad_flat_bags(
+    ids: np.ndarray, offsets: np.ndarray, rows: np.ndarray, pad_id: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`pad_bag_arrays` of the bags ``rows`` of flat bags (``ids``, ``offsets`` as
+    :func:`flatten_bags` gives them), in that order: the same int64 arrays, without Python objects per entry."""
+    starts = offsets[rows]
+    lengths = offsets[rows + 1] - starts
+    width = max(int(lengths.max(initial=0)), 1)
+    columns = np.arange(width)
+    filled = columns < lengths[:, None]
+    padded = np.full((len(rows), width), pad_id, dtype=np.int64)
+    padded[filled] = ids[(starts[:, None] + columns)[filled]]
+    return padded, filled.astype(np.int64)
 
 
 def load_entries(path: str) -> list[str]:
