@@ -49,7 +49,7 @@ TRAIN_ARGS ?=
 
 install:  ## torch first (the CPU wheel), then the package with training, indexing and dev extras
 	$(PYTHON) -m pip install --quiet $(TORCH_PIN)
-	$(PYTHON) -m pip install --quiet -e ".[train,dev,index,pyserini,bench,export,serve,research]"
+	$(PYTHON) -m pip install --quiet -e ".[train,dev,index,pyserini,bench,export,serve,research,ray]"
 
 test: install  ## the test suite (the command CI runs); installs first
 	$(PYTHON) -m pytest -q

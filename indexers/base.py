@@ -180,6 +180,16 @@ def encode_batches(
             progress.update(len(texts))
 
 
+def _first_of_each_id(
+    ids: Sequence[str], embeddings: np.ndarray, duplicates: DuplicateIds
+) -> tuple[Sequence[str], np.ndarray]:
+    """The rows whose id ``duplicates`` has not seen before (the repeats are counted there)."""
+    keep = [row for row, doc_id in enumerate(ids) if duplicates.is_new(doc_id)]
+    if len(keep) == len(ids):
+        return ids, embeddings
+    return [ids[row] for row in keep], embeddings[keep]
+
+
 def _known_length(corpus: Any) -> int | None:
     if isinstance(corpus, (str, os.PathLike)):
         return None
@@ -245,24 +255,64 @@ class Indexer(abc.ABC):
                 the repeated ids (a document indexed twice would appear twice in a run).
             options: passed to :meth:`create` (e.g. the Faiss ``factory`` string).
         """
-        similarity = similarity or encoder_similarity(document_encoder)
-        dim = encoder_dim(document_encoder)
         duplicates = DuplicateIds("document")
         batches = encode_batches(
             corpus, document_encoder, batch_size, show_progress_bar, max_records, text_field, title_field,
             duplicates=duplicates,
         )  # fmt: skip
+        return cls.from_embeddings(
+            batches,
+            encoder_dim(document_encoder),
+            similarity or encoder_similarity(document_encoder),
+            describe_encoder(document_encoder),
+            _describe_corpus(corpus),
+            duplicates=duplicates,
+            dedupe_ids=dedupe_ids,
+            **options,
+        )
+
+    @classmethod
+    def from_embeddings(
+        cls,
+        batches: Iterable[tuple[Sequence[str], np.ndarray]],
+        dim: int | None,
+        similarity: str,
+        document_encoder: dict,
+        corpus: Any = None,
+        *,
+        duplicates: DuplicateIds | None = None,
+        dedupe_ids: bool = False,
+        seconds_key: str = "encode_seconds",
+        build: dict | None = None,
+        **options: Any,
+    ) -> Indexer:
+        """Index ``(ids, embeddings)`` batches in order: :meth:`build`'s second half, also for embeddings made
+        elsewhere (a cluster's: :mod:`indexers.embeddings`). ``document_encoder`` is the encoder's description
+        and ``corpus`` the corpus's (both kept in ``meta.json``).
+
+        Args:
+            duplicates: the tracker the batches were already filtered through (repeated ids left out, counted
+                there); without one, repeated ids are counted and dropped here.
+            dedupe_ids: keep the first document of each id; otherwise a repeated id raises ``ValueError``.
+            seconds_key: the ``meta["build"]`` key of the time spent waiting for the batches.
+            build: more ``meta["build"]`` entries.
+        """
+        filter_here = duplicates is None
+        duplicates = duplicates if duplicates is not None else DuplicateIds("document")
         index: Indexer | None = None
-        documents, encode_seconds, index_seconds = 0, 0.0, 0.0
+        documents, wait_seconds, index_seconds = 0, 0.0, 0.0
         start = time.perf_counter()
         for ids, embeddings in batches:
-            encode_seconds += time.perf_counter() - start
+            wait_seconds += time.perf_counter() - start
             start = time.perf_counter()
-            if index is None:
-                dim = embeddings.shape[1] if dim is None else dim
-                index = cls.create(dim, similarity, **options)
-            index.add(ids, embeddings)
-            documents += len(ids)
+            if filter_here:
+                ids, embeddings = _first_of_each_id(ids, embeddings, duplicates)
+            if len(ids):
+                if index is None:
+                    dim = embeddings.shape[1] if dim is None else dim
+                    index = cls.create(dim, similarity, **options)
+                index.add(ids, embeddings)
+                documents += len(ids)
             index_seconds += time.perf_counter() - start
             start = time.perf_counter()
         if not dedupe_ids:
@@ -272,13 +322,14 @@ class Indexer(abc.ABC):
         start = time.perf_counter()
         index.finalize()
         index_seconds += time.perf_counter() - start
-        index.meta["document_encoder"] = describe_encoder(document_encoder)
+        index.meta["document_encoder"] = document_encoder
         index.meta["build"] = {
             "documents": documents,
-            "encode_seconds": round(encode_seconds, 3),
+            seconds_key: round(wait_seconds, 3),
             "index_seconds": round(index_seconds, 3),
-            "corpus": _describe_corpus(corpus),
+            "corpus": corpus,
             "duplicate_ids_dropped": sum(duplicates.repeated.values()),
+            **(build or {}),
         }
         return index
 

@@ -44,3 +44,21 @@ def load_encoder(
     from bertapprox_hf.pipeline.teacher import Teacher
 
     return Teacher.from_pretrained(path, device=device)
+
+
+def load_index_encoders(
+    model: str | os.PathLike,
+    teacher: str | os.PathLike | None = None,
+    device: str | None = None,
+    dtype: str = "float32",
+) -> tuple[TextEncoder, TextEncoder]:
+    """``(queries, documents)``: the student of ``model`` and the document encoder, the same one or, for an
+    asymmetric index, ``teacher`` (whose embeddings must have the student's size). Documents get no cache."""
+    queries = load_encoder(model, device=device, dtype=dtype, cache_size=0)
+    documents = load_encoder(teacher, device=device) if teacher else queries
+    if int(documents.dim) != int(queries.dim):
+        raise ValueError(
+            f"the teacher makes {documents.dim}-d embeddings but the model {queries.dim}-d: "
+            "an asymmetric index needs the student of that teacher"
+        )
+    return queries, documents

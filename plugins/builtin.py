@@ -10,13 +10,15 @@ from bertapprox_hf import hookimpl
 
 
 class FaissPlugin:
-    """``faiss``: Flat, HNSW and IVF-PQ indexes (``pip install 'bertapprox-hf[index]'``)."""
+    """``faiss``: Flat, HNSW and IVF-PQ indexes, and ``faiss-shards``: Faiss shards searched as one index
+    (``pip install 'bertapprox-hf[index]'``)."""
 
     @hookimpl
     def bertapprox_indexers(self) -> dict[str, type]:
         from indexers.faiss_indexer import FaissIndexer
+        from indexers.faiss_shards import ShardedFaissIndexer
 
-        return {FaissIndexer.name: FaissIndexer}
+        return {FaissIndexer.name: FaissIndexer, ShardedFaissIndexer.name: ShardedFaissIndexer}
 
 
 class PyseriniPlugin:
@@ -47,13 +49,16 @@ class BenchmarksPlugin:
 
 
 class CommandsPlugin:
-    """``commands``: ``bertapprox index``, ``search``, ``plugins`` and ``benchmark`` (see :mod:`plugins.commands`)."""
+    """``commands``: ``bertapprox index``, ``search``, ``plugins`` and ``benchmark`` (see :mod:`plugins.commands`),
+    and ``bertapprox cluster`` (encoding on a Ray cluster: :mod:`plugins.cluster`)."""
 
     @hookimpl
     def bertapprox_add_commands(self, commands) -> None:
+        from . import cluster
         from .commands import add_commands
 
         add_commands(commands)
+        cluster.add_commands(commands)
 
 
 # The objects the entry points name (pyproject.toml, [project.entry-points."bertapprox.plugins"]).

@@ -75,18 +75,12 @@ def _plugins_list(args) -> int:
 
 def _index(args) -> int:
     from bertapprox_hf.pipeline.corpus import expand_paths
-    from indexers.base import describe_encoder, encoder_dim
-    from indexers.encoders import load_encoder
+    from indexers.base import describe_encoder
+    from indexers.encoders import load_index_encoders
 
     indexer = _plugin_manager().get_indexer(args.indexer)
     expand_paths(args.corpus)  # fail on a missing corpus before loading models
-    queries = load_encoder(args.model, device=args.device, dtype=args.dtype, cache_size=0)  # documents: no cache
-    documents = load_encoder(args.teacher, device=args.device) if args.teacher else queries
-    if encoder_dim(documents) != encoder_dim(queries):
-        raise ValueError(
-            f"the teacher makes {encoder_dim(documents)}-d embeddings but the model {encoder_dim(queries)}-d: "
-            "an asymmetric index needs the student of that teacher"
-        )
+    queries, documents = load_index_encoders(args.model, args.teacher, args.device, args.dtype)
     options = {key: value for key, value in (("factory", args.factory), ("train_size", args.train_size)) if value}
     options["dedupe_ids"] = args.dedupe_ids
     start = time.perf_counter()
@@ -158,7 +152,8 @@ def _optional(handler):
         try:
             return handler(args)
         except ImportError as error:
-            print(f"bertapprox: error: {error} (pip install 'bertapprox-hf[index]' or '[pyserini]')", file=sys.stderr)
+            hint = "" if "pip install" in str(error) else " (pip install 'bertapprox-hf[index]' or '[pyserini]')"
+            print(f"bertapprox: error: {error}{hint}", file=sys.stderr)
             return 2
         except JavaNotFoundError as error:
             print(f"bertapprox: error: {error}", file=sys.stderr)

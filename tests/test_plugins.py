@@ -17,6 +17,7 @@ from bertapprox_hf import hookimpl  # noqa: E402
 from bertapprox_hf.plugins import PluginManager  # noqa: E402
 from indexers.base import Indexer  # noqa: E402
 from indexers.faiss_indexer import FaissIndexer  # noqa: E402
+from indexers.faiss_shards import ShardedFaissIndexer  # noqa: E402
 from indexers.pyserini_indexer import PyseriniIndexer  # noqa: E402
 
 DIST = "bertapprox-test-plugin"
@@ -138,11 +139,12 @@ class Letters:
 # --- built-ins and failure records ----------------------------------------------------------------------
 def test_builtin_indexers():
     manager = PluginManager(entry_points=False)
-    assert manager.indexers() == {"faiss": FaissIndexer, "pyserini": PyseriniIndexer}
+    builtin = {"faiss": FaissIndexer, "faiss-shards": ShardedFaissIndexer, "pyserini": PyseriniIndexer}
+    assert manager.indexers() == builtin
     assert manager.get_indexer("faiss") is FaissIndexer and manager.failures == []
     report = manager.format_report()
     assert "faiss  (built-in)\n  indexers: faiss" in report and "pyserini  (built-in)" in report
-    with pytest.raises(ValueError, match="no indexer named 'annoy'; available: faiss, pyserini"):
+    with pytest.raises(ValueError, match="no indexer named 'annoy'; available: faiss, faiss-shards, pyserini"):
         manager.get_indexer("annoy")
 
 
@@ -172,7 +174,7 @@ def test_a_failing_plugin_is_recorded_by_name_and_the_others_still_work():
     manager.register(NotAClass(), "not-a-class")
     assert manager.register(Misspelt(), "misspelt") is None
     manager.register(Benchmarks(), "benchmarks")
-    assert set(manager.indexers()) == {"faiss", "pyserini"}
+    assert set(manager.indexers()) == {"faiss", "faiss-shards", "pyserini"}
     assert manager.benchmark_datasets() == {"listed-only": ""}
     failures = [(f.name, f.stage, f.error) for f in manager.failures]
     assert ("raises", "hook bertapprox_indexers", "RuntimeError: boom") in failures
@@ -188,7 +190,7 @@ def test_a_failing_plugin_is_recorded_by_name_and_the_others_still_work():
 
 def test_plugins_can_be_disabled(monkeypatch):
     monkeypatch.setenv("BERTAPPROX_DISABLE_PLUGINS", "pyserini, other")
-    assert set(PluginManager(entry_points=False).indexers()) == {"faiss"}
+    assert set(PluginManager(entry_points=False).indexers()) == {"faiss", "faiss-shards"}
 
 
 # --- a third-party plugin, installed ----------------------------------------------------------------------

@@ -74,6 +74,30 @@ def _record_text(
     return cleaned
 
 
+def row_record(
+    row: dict[str, Any],
+    where: str,
+    fallback_id: str | None = None,
+    text_field: str = "text",
+    title_field: str | None = "title",
+    id_field: str | None = None,
+    tally: RecordTally | None = None,
+    number: int = 0,
+) -> Record | None:
+    """The record of one parsed jsonl line (``None``: skip it, its text is not a string). Its id is ``id_field``
+    (default ``_id``, else ``id``), else ``fallback_id``; without either, ValueError naming ``where``."""
+    text = _record_text(row, text_field, title_field, where, tally, number)
+    if text is None:
+        return None
+    key = id_field or ("_id" if "_id" in row else "id")
+    record_id = row.get(key)
+    if record_id is not None:
+        return {"id": clean_text(str(record_id)), "text": text}
+    if fallback_id is None:
+        raise ValueError(f"{where}: no '{key}' field (this reader needs every record to carry its id)")
+    return {"id": fallback_id, "text": text}
+
+
 def expand_paths(source: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
     """Files named by ``source``: a file, a folder (its ``*.jsonl`` files) or a list of those."""
     items = [source] if isinstance(source, (str, os.PathLike)) else list(source)
@@ -102,15 +126,10 @@ def read_jsonl(
     tally = RecordTally(path, "line")
     try:
         for number, row in iter_json_objects(path):
-            text = _record_text(row, text_field, title_field, f"{path}:{number}", tally, number)
-            if text is None:
-                continue
-            key = id_field or ("_id" if "_id" in row else "id")
-            record_id = row.get(key)
-            yield {
-                "id": clean_text(str(record_id)) if record_id is not None else f"{os.path.basename(path)}:{number}",
-                "text": text,
-            }
+            fallback = f"{os.path.basename(path)}:{number}"
+            record = row_record(row, f"{path}:{number}", fallback, text_field, title_field, id_field, tally, number)
+            if record is not None:
+                yield record
     finally:  # also when the reader stops early (max_per_source)
         tally.report()
 
