@@ -468,3 +468,12 @@ def test_memory_stays_flat_under_unique_megabyte_words(windowed):
         compiled.encode(text, 512)
         python.encode(text)
     assert resident_mb() - before < 64
+
+
+def test_the_committed_unicode_tables_are_generated_from_the_python_normalization():
+    """The C++ tables are derived from ``text_normalization``; a change there must regenerate them."""
+    from bertapprox_hf.csrc import gen_unicode_tables
+
+    assert gen_unicode_tables.HEADER.read_text(encoding="utf-8") == gen_unicode_tables.generate(), (
+        "bertapprox_hf/csrc/unicode_tables.h is stale: run python bertapprox_hf/csrc/gen_unicode_tables.py"
+    )

@@ -21,7 +21,7 @@ try:
 except ImportError:
     from bertapprox_hf.model import text_normalization as tn
 
-HEADER = Path(__file__).resolve().parent.parent / "bertapprox_hf" / "csrc" / "unicode_tables.h"
+HEADER = Path(__file__).resolve().parent / "unicode_tables.h"
 MAX_CP = 0x110000
 BLOCK = 256
 SIGMA = 0x3A3
