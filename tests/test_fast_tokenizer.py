@@ -302,8 +302,8 @@ def test_fuzzed_texts_with_special_tokens_match_python(module, parts, window, ma
 
 def test_flat_bags_equal_the_lists(windowed):
     python, compiled = windowed
-    texts = (ODD_TEXTS + sample_texts() + SPECIAL_TEXTS) * 3
-    assert sum(map(len, texts)) > 16384  # split over threads
+    texts = (ODD_TEXTS + sample_texts() + SPECIAL_TEXTS) * 6
+    assert sum(map(len, texts)) > 65536  # split over threads
     expected = compiled.encode_batch(texts, 512, 1)
     for threads in (1, 4):
         ids, offsets = compiled.encode_flat(texts, 512, threads)
