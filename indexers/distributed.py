@@ -110,8 +110,8 @@ def partition_file(split: int) -> str:
 class EncodePartitions:
     """The map's callable class: one per Ray actor, the encoder loaded once. Each call encodes whole partitions,
     writes each to its own shard (``part-NNNNNN.parquet``, renamed into place when complete: a retried
-    partition is written again whole) and returns ``{"split", "documents", "error"}`` (the error: bad input, as
-    one line, else empty)."""
+    partition is written again whole) and returns ``{"split", "documents", "seconds", "error"}`` (the error: bad
+    input, as one line, else empty)."""
 
     def __init__(
         self,
@@ -135,16 +135,18 @@ class EncodePartitions:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         splits = [int(split) for split in batch["split"]]
-        counts, errors = [], []
+        counts, seconds, errors = [], [], []
         for split, path, start, end in zip(splits, batch["path"], batch["start"], batch["end"], strict=True):
+            began = time.perf_counter()
             try:
                 counts.append(self.encode_partition(split, str(path), int(start), int(end)))
                 errors.append("")
             except USER_ERRORS as error:  # bad input: reported to the driver as such (Ray would wrap it)
                 counts.append(-1)
                 errors.append(describe_error(error))
+            seconds.append(time.perf_counter() - began)
         return {"split": np.array(splits, np.int64), "documents": np.array(counts, np.int64),
-                "error": np.array(errors, dtype=object)}  # fmt: skip
+                "seconds": np.array(seconds), "error": np.array(errors, dtype=object)}  # fmt: skip
 
     def encode_partition(self, split: int, path: str, start: int, end: int) -> int:
         """Encode one partition into its shard; the number of documents."""
@@ -254,13 +256,14 @@ def encode_corpus(
             num_gpus=gpus_per_worker or None,
         )  # fmt: skip
         counts = []
-        for row in encoded.iter_rows():  # {"split", "documents", "error"} per partition, once its shard is written
+        for row in encoded.iter_rows():  # one row per partition, once its shard is written
             if row["error"]:
                 raise UserError(row["error"])  # stops the job
             counts.append(row)
         cluster = {"engine": "ray", "ray_version": ray.__version__, "workers": workers,
                    "cpus_per_worker": cpus_per_worker, "gpus_per_worker": gpus_per_worker,
-                   "nodes": len([n for n in ray.nodes() if n.get("Alive")]), "batch_size": batch_size}  # fmt: skip
+                   "nodes": len([n for n in ray.nodes() if n.get("Alive")]), "batch_size": batch_size,
+                   "partition_seconds": round(sum(float(row["seconds"]) for row in counts), 3)}  # fmt: skip
     finally:
         if started:
             ray.shutdown()

@@ -55,6 +55,23 @@ def compare_runs(reference: str, other: str) -> dict:
     return {"queries": len(a), "queries_with_identical_ranking": len(same), "max_abs_score_difference": max(diffs)}
 
 
+def ndcg_at_10(run_file: str, qrels_file: str) -> float:
+    """Mean nDCG@10 of a TREC run against a BEIR-style qrels tsv (``query-id corpus-id score``, a header line)."""
+    import pytrec_eval
+
+    from indexers.runs import read_trec
+
+    qrels: dict[str, dict[str, int]] = {}
+    with open(qrels_file, encoding="utf-8") as handle:
+        next(handle)
+        for line in handle:
+            query, doc, grade = line.split("\t")
+            qrels.setdefault(query, {})[doc] = int(grade)
+    run = {q: {doc: score for doc, _, score in hits} for q, hits in read_trec(run_file).items() if q in qrels}
+    scores = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"}).evaluate(run)
+    return round(float(np.mean([s["ndcg_cut_10"] for s in scores.values()])), 4)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True)
@@ -65,6 +82,7 @@ def main() -> int:
     parser.add_argument("--num-cpus", type=int, default=2)
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--k", type=int, default=100)
+    parser.add_argument("--qrels", default=None, help="judgments (BEIR tsv): report each run's nDCG@10")
     parser.add_argument("--out", default=None, help="write the report here (JSON)")
     args = parser.parse_args()
 
@@ -73,6 +91,7 @@ def main() -> int:
     path = lambda name: os.path.join(args.work, name)  # noqa: E731
     teacher = ["--teacher", args.teacher] if args.teacher else []
     seconds = {}
+    load_before = os.getloadavg()
     seconds["bertapprox index"] = run(["index", "--model", args.model, *teacher, "--corpus", args.corpus,
                                        "--out", path("reference")])  # fmt: skip
     seconds["cluster encode"] = run(["cluster", "encode", "--model", args.model, *teacher, "--corpus", args.corpus,
@@ -98,8 +117,17 @@ def main() -> int:
         "runs_vs_reference": {
             name: compare_runs(path("reference.trec"), path(f"{name}.trec")) for name in ("index", "shards", "pyserini")
         },
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+        },
     }
+    if args.qrels:
+        report["ndcg@10"] = {
+            name: ndcg_at_10(path(f"{name}.trec"), args.qrels) for name in ("reference", "index", "shards", "pyserini")
+        }
     text = json.dumps(report, indent=1)
     print(text)
     if args.out:
