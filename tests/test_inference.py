@@ -12,10 +12,11 @@ import torch
 import bertapprox_hf.inference.encoder as encoder_module
 import bertapprox_hf.inference.tables as tables_module
 from bertapprox_hf.inference import BatchingEncoder, Encoder
-from bertapprox_hf.inference.precision import cpu_supports
+from bertapprox_hf.inference.precision import INT8_LOSS_BOUND, cpu_supports, int8_matmul_is_fast, int_mm_works
 
 from .conftest import TRAIN, read_texts, trained_student
 
+INT8_RHO = pytest.mark.skipif(not int_mm_works(torch.device("cpu")), reason="torch._int_mm does not run on this CPU")
 ODD_TEXTS = ["", "   ", "😀 Привет", "new york city new york city", "the " * 700, "What is the interest rate?"]
 
 
@@ -153,20 +154,21 @@ def test_empty_text_is_the_forward_of_an_empty_bag(tiny_student, tiny_encoder):
 
 
 # --- reduced precision ----------------------------------------------------------------------------
-# Measured on this CPU (AVX512-BF16: bfloat16 runs ρ in bfloat16 too; int8 runs ρ in int8), cosine
-# loss to float32 over 300 queries, 100 passages, 100 sentences and odd texts, mean / worst:
-# float16 ~1e-8 / 1.8e-7, bfloat16 1.4e-5 / 2.4e-5, int8 6.2e-4 / 7.4e-4 (ρ dominates: with
-# rho_dtype="float32" int8 loses ~1e-5). Where ρ stays float32 the losses are only smaller.
-@pytest.mark.parametrize(("dtype", "mean_bound", "min_bound"), [
-    ("float16", 0.999999, 0.99999),
-    ("bfloat16", 0.99997, 0.99995),
-    ("int8", 0.9992, 0.999),
+# Cosine loss to float32 over 300 queries, 100 passages, 100 sentences and odd texts (this student: noise on its
+# initial weights), mean / worst, measured on an AVX2 CPU (float16 and bfloat16 then keep ρ in float32):
+# float16 ~1e-8 / 1.8e-7, bfloat16 2.7e-6 / 7.8e-6, int8 with its ρ in int8 8.4e-5 / 2.3e-4, with ρ in float32
+# 9e-6 / 4.4e-5. tests/test_int8_bound.py checks int8 against its documented bound with a trained ρ.
+@pytest.mark.parametrize(("dtype", "rho_dtype", "mean_bound", "min_bound"), [
+    ("float16", None, 0.999999, 0.99999),
+    ("bfloat16", None, 0.99997, 0.99995),
+    ("int8", "float32", 0.99997, 0.9999),
+    pytest.param("int8", "int8", 0.9998, 1 - INT8_LOSS_BOUND, marks=INT8_RHO),
 ])  # fmt: skip
 def test_reduced_precision_stays_close_to_float32(
-    minilm_student, minilm_encoder, real_texts, dtype, mean_bound, min_bound
+    minilm_student, minilm_encoder, real_texts, dtype, rho_dtype, mean_bound, min_bound
 ):
     reference = minilm_encoder.encode(real_texts)
-    encoder = Encoder.from_pretrained(minilm_student, dtype=dtype, cache_size=0)
+    encoder = Encoder.from_pretrained(minilm_student, dtype=dtype, rho_dtype=rho_dtype, cache_size=0)
     got = encoder.encode(real_texts)
     assert got.dtype == np.float32
     similarity = cosine(got, reference)
@@ -185,10 +187,13 @@ def test_int8_gpu_style_path_equals_the_fbgemm_path(tiny_student, monkeypatch):
     np.testing.assert_allclose(plain.encode(texts), fbgemm.encode(texts), atol=1e-5)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16", "int8"])
-def test_a_text_does_not_depend_on_its_batch(tiny_student, dtype):
+@pytest.mark.parametrize(("dtype", "rho_dtype"), [
+    ("float32", None), ("float16", None), ("bfloat16", None), ("int8", "float32"),
+    pytest.param("int8", "int8", marks=INT8_RHO),
+])  # fmt: skip
+def test_a_text_does_not_depend_on_its_batch(tiny_student, dtype, rho_dtype):
     texts = ODD_TEXTS + ["the bank said", "new york city interest rate market price oil company"] * 3
-    encoder = Encoder.from_pretrained(tiny_student, dtype=dtype, cache_size=0)
+    encoder = Encoder.from_pretrained(tiny_student, dtype=dtype, rho_dtype=rho_dtype, cache_size=0)
     together = encoder.encode(texts, batch_size=64)
     alone = np.stack([encoder.encode(t) for t in texts])
     np.testing.assert_allclose(alone, together, atol=1e-5)
@@ -196,7 +201,11 @@ def test_a_text_does_not_depend_on_its_batch(tiny_student, dtype):
 
 def test_rho_precision_follows_the_device_or_the_caller(tiny_student):
     int8 = Encoder.from_pretrained(tiny_student, dtype="int8")
-    assert int8.rho_dtype == "int8" and int8.pooling.packed.dtype == torch.uint8
+    assert int8.pooling.packed.dtype == torch.uint8
+    # int8 ρ only where the CPU has int8 dot products: elsewhere torch._int_mm is a plain loop, 10× slower
+    assert int8.rho_dtype == ("int8" if int8_matmul_is_fast() else "float32")
+    if int_mm_works(torch.device("cpu")):
+        assert Encoder.from_pretrained(tiny_student, dtype="int8", rho_dtype="int8").rho_dtype == "int8"
     assert Encoder.from_pretrained(tiny_student, dtype="float32").rho_dtype == "float32"
     forced = Encoder.from_pretrained(tiny_student, dtype="int8", rho_dtype="float32")
     assert forced.rho_dtype == "float32"

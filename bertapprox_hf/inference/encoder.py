@@ -25,7 +25,7 @@ from ..model.modeling_bertapprox import BertApproxModel
 from ..model.pooling_bertapprox import Readout
 from ..model.tokenization_bertapprox import pad_bag_arrays, pad_flat_bags
 from .cache import EmbeddingCache
-from .precision import DTYPES, cpu_supports, dtype_name, int_mm_works, quantize_linears
+from .precision import DTYPES, cpu_supports, dtype_name, int8_matmul_is_fast, int_mm_works, quantize_linears
 from .protocol import ConfigProperties
 from .tables import StoredTablePooling
 
@@ -39,16 +39,20 @@ class Encoder(ConfigProperties):
     ``pooler_output``): in float32 within 1e-5 absolute (tested; measured ≤ 2e-7 on real text
     and random bags of up to 512 entries), the only difference being the order of floating-point
     sums. Reduced precisions, as cosine loss (1 − cosine) to the float32 output on real text
-    (MiniLM-vocabulary student, ``tests/test_inference.py``), mean / worst:
+    (float16, bfloat16: MiniLM-vocabulary student, ``tests/test_inference.py``), mean / worst:
 
     * ``float16``: values table in float16; ρ in float16 on GPUs and CPUs with fast float16 matmul
       (AMX-FP16), else float32. Loss ~1e-8 / 2e-7 (tested ≤ 1e-6 / 1e-5).
     * ``bfloat16``: values table in bfloat16; ρ in bfloat16 on GPUs and CPUs with fast bfloat16
       matmul (AVX512-BF16, AMX), else float32. Loss 1.4e-5 / 2.4e-5 (tested ≤ 3e-5 / 5e-5).
-    * ``int8``: values table quantized per row, symmetric (int8 codes + one float32 scale per row);
-      on CPU ρ's Linear layers run int8 × int8 (weights per output channel, activations per row,
-      see :class:`~.precision.Int8Linear`). Loss 6e-4 / 7e-4 (tested ≤ 8e-4 / 1e-3); with
-      ``rho_dtype="float32"`` ~1e-5. On GPUs ρ stays float32.
+    * ``int8``: values table quantized per row, symmetric (int8 codes + one float32 scale per row).
+      ρ's Linear layers run int8 × int8 (:class:`~.precision.Int8Linear`) on CPUs with int8 dot
+      products (AVX512-VNNI, AMX); elsewhere ``torch._int_mm`` is a plain loop, 10–25× slower than
+      float32, and ρ stays float32, as on GPUs. Worst loss ≤ 1e-3 (``INT8_LOSS_BOUND``, tested on
+      real texts of every corpus and fuzzed texts, ``tests/test_int8_bound.py``). Measured on the
+      demo student, 18,343 texts of 11 corpora (``python -m benchmarks.student_precision --model M``,
+      ``results/student-precision/``), mean / p99.9 / max: int8 ρ 4.1e-5 / 2.1e-4 / 4.5e-4 (fuzzed
+      texts ≤ 1.8e-4), float32 ρ 1.5e-5 / 4.3e-5 / 6.3e-5.
 
     ``rho_dtype`` overrides the choice of ρ's precision. No mode makes a text's embedding depend on
     the other texts of its batch (beyond float rounding, ~1e-7).
@@ -124,7 +128,7 @@ class Encoder(ConfigProperties):
             if self.rho_dtype == "int8" and not int8_ok:
                 raise ValueError(f"int8 ρ needs torch._int_mm on {self.device.type}")
         elif self.dtype == "int8":
-            self.rho_dtype = "int8" if int8_ok else "float32"
+            self.rho_dtype = "int8" if int8_ok and int8_matmul_is_fast() else "float32"
         elif self.dtype != "float32" and (self.device.type != "cpu" or cpu_supports(DTYPES[self.dtype])):
             self.rho_dtype = self.dtype
         else:
