@@ -16,7 +16,7 @@ from bertapprox_hf.pipeline.crops import is_crop
 from bertapprox_hf.pipeline.targets import build_targets
 from bertapprox_hf.pipeline.vocabulary import Vocabulary
 from bertapprox_hf.training import Trainer, load_config
-from bertapprox_hf.training.config import ConfigError, load_stages
+from bertapprox_hf.training.config import ConfigError, load_stages, to_dict
 from bertapprox_hf.training.data import is_training, records_containing
 
 from .conftest import REPO, TRAIN, need_shared, read_texts
@@ -467,3 +467,32 @@ def test_crops_join_training_and_leave_the_validation_texts_as_they_were(inputs,
     assert 0 < len(kept) < len(crops)  # crops of held-out passages are left out
     assert set(data.train_index.tolist()) == set(plain.train_index.tolist()) | set(kept)
     assert Trainer(tiny_config(inputs, tmp_path / "run", both, "optim.max_steps=2")).train()["steps"] == 2
+
+
+@pytest.mark.parametrize(
+    "recipe, chain",
+    [
+        ("configs/demo.yaml", ["minilm-contextual.yaml"]),
+        ("configs/best.yaml", [f"minilm-full-pairs{part}.yaml" for part in ("", "-second", "-crops")]),
+    ],
+)
+def test_each_recipe_trains_what_its_experiment_chain_trained(recipe, chain, tmp_path, monkeypatch):
+    """The product recipes are the experiment configs their figures came from, stage for stage: every key equal
+    but the folders a chain names by hand (output_dir, and init_from, which a stage takes from the one before)."""
+    monkeypatch.setenv("BERTAPPROX_WORK", str(tmp_path))
+    monkeypatch.delenv("TEACHER_NAME", raising=False)
+    stages = load_stages(str(REPO / recipe))
+    for stage in stages:  # the folders every stage and chain config reads must exist for validation
+        os.makedirs(os.path.join(stage.output_dir, "best"), exist_ok=True)
+    for name in ("vocab-contextual", "vocab-contextual-demotexts", "targets", "targets-more", "targets-rest",
+                 "targets-crops", "targets-crops-rest", "run-full-pairs", "run-full-pairs-second"):  # fmt: skip
+        os.makedirs(tmp_path / f"{name}-all-MiniLM-L6-v2" / "best", exist_ok=True)
+
+    def comparable(config) -> dict:
+        values = to_dict(config)
+        values["run"].pop("output_dir")
+        values["model"].pop("init_from")
+        return values
+
+    for stage, old in zip(stages, chain, strict=True):
+        assert comparable(stage.config()) == comparable(load_config(str(REPO / "experiments" / "configs" / old)))
