@@ -162,11 +162,12 @@ def run_study(args: argparse.Namespace) -> dict:
 
 
 # --- outputs -----------------------------------------------------------------------------------
-def best_config(study, args: argparse.Namespace, metric: str) -> dict:
-    """The config file with the shared overrides and the best trial's values, as a nested mapping."""
+def best_config(study, args: argparse.Namespace, metric: str, out: Path) -> dict:
+    """The config file with the shared overrides and the best trial's values, as a nested mapping; its ``base``
+    is the searched config's path relative to ``out`` (where it is written), so the pair can move together."""
     from bertapprox_hf.training.config import parse_scalar
 
-    values: dict = {"base": os.path.abspath(args.config)}
+    values: dict = {"base": os.path.relpath(os.path.abspath(args.config), os.path.abspath(out))}
     items = [item.split("=", 1) for item in args.set] + [[k, v] for k, v in study.best_trial.params.items()]
     for key, value in items:
         cursor = values
@@ -245,7 +246,7 @@ def write_outputs(study, args: argparse.Namespace, space: SearchSpace, metric: s
         best = study.best_trial
         results["best"] = {"number": best.number, "value": best.value, "params": best.params}
         header = f"# best trial {best.number} of study {args.study}: {metric} = {best.value:.5f}\n"
-        (out / "best.yaml").write_text(header + yaml.safe_dump(best_config(study, args, metric), sort_keys=False))
+        (out / "best.yaml").write_text(header + yaml.safe_dump(best_config(study, args, metric, out), sort_keys=False))
         try:
             from optuna.importance import get_param_importances
 

@@ -60,6 +60,7 @@ def test_a_tiny_study_writes_its_best_config_and_plots(tiny_training_inputs, tmp
             assert trial["value"] == pytest.approx(best, abs=1e-4)  # eval.min_delta
     best = results["best"]
     assert best["value"] == max(t["value"] for t in results["trials"] if t["state"] == "COMPLETE")
+    assert not os.path.isabs(yaml.safe_load((out / "best.yaml").read_text())["base"]), "it moves with its config"
     loaded = load_config(str(out / "best.yaml"))
     assert loaded.optim.lr == pytest.approx(best["params"]["optim.lr"])
     assert loaded.model.intermediate_size == best["params"]["model.intermediate_size"]
