@@ -95,13 +95,30 @@ class ServerProcess:
                     figures[name] = float(value)
         return figures.get("process_resident_memory_bytes", np.nan), figures.get("process_cpu_seconds_total", np.nan)
 
+    def children_cpu(self) -> float:
+        """CPU time (seconds) of the server's child processes (the drift watch's teacher, uvicorn's workers)."""
+        try:
+            import psutil
+        except ImportError:
+            return float("nan")
+        total = 0.0
+        for child in psutil.Process(self.process.pid).children(recursive=True):
+            try:
+                times = child.cpu_times()
+                total += times.user + times.system
+            except psutil.Error:  # gone meanwhile
+                pass
+        return total
+
     def measure(self, scenario: Scenario, *args) -> Outcome:
         """Drive ``scenario`` against this server, with its memory and CPU time around the run."""
         rss, cpu = self.process_figures()
+        children = self.children_cpu()
         client_cpu = time.process_time()
         outcome = drive(self.port, scenario, *args)
         outcome.client_cpu_s = time.process_time() - client_cpu
         rss_after, cpu_after = self.process_figures()
+        outcome.children_cpu_s = self.children_cpu() - children
         outcome.rss_before_mb, outcome.rss_after_mb = rss / 2**20, rss_after / 2**20
         outcome.server_cpu_s = cpu_after - cpu
         print(json.dumps({"model": self.model_kind, **outcome.as_dict()}), flush=True)
@@ -143,13 +160,19 @@ class Outcome:
     refused_latency_ms: dict[str, float] = field(default_factory=dict)
     rss_before_mb: float = 0.0
     rss_after_mb: float = 0.0
-    server_cpu_s: float = 0.0  # CPU time the server process used during the run
+    server_cpu_s: float = 0.0  # CPU time the server process used during the run (of the one answering /metrics)
+    children_cpu_s: float = 0.0  # CPU time of its child processes (the drift watch's teacher; workers)
     client_cpu_s: float = 0.0
 
     @property
     def server_cpu_us_per_request(self) -> float:
         """Server CPU time per answered request: what one core sustains, whatever else the machine runs."""
         return self.server_cpu_s / self.answered * 1e6 if self.answered else 0.0
+
+    @property
+    def children_cpu_us_per_request(self) -> float:
+        """The child processes' CPU time per answered request (with ``--workers`` > 1: the workers', all of them)."""
+        return self.children_cpu_s / self.answered * 1e6 if self.answered else 0.0
 
     @property
     def requests_per_s(self) -> float:
@@ -163,6 +186,7 @@ class Outcome:
         out = asdict(self)
         out.update(requests_per_s=round(self.requests_per_s, 1), texts_per_s=round(self.texts_per_s, 1))
         out.update(server_cpu_us_per_request=round(self.server_cpu_us_per_request, 1))
+        out.update(children_cpu_us_per_request=round(self.children_cpu_us_per_request, 1))
         return out
 
 
@@ -313,8 +337,9 @@ def markdown(rows: list[tuple[str, Outcome]], settings: dict) -> str:
         f"Settings: {json.dumps(settings)}",
         "",
         "| model | scenario | clients | texts/request | requests/s | texts/s | p50 ms | p95 ms | p99 ms | "
-        "refused p99 ms | codes | mismatches | server CPU µs/request | RSS MB before → after |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "refused p99 ms | codes | mismatches | server CPU µs/request | child processes CPU µs/request | "
+        "RSS MB before → after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for model, o in rows:
         lat, ref = o.latency_ms, o.refused_latency_ms
@@ -322,7 +347,7 @@ def markdown(rows: list[tuple[str, Outcome]], settings: dict) -> str:
             f"| {model} | {o.name} | {o.clients} | {o.texts_per_request} | {o.requests_per_s:,.0f} | "
             f"{o.texts_per_s:,.0f} | {lat.get('p50', '–')} | {lat.get('p95', '–')} | {lat.get('p99', '–')} | "
             f"{ref.get('p99', '–')} | {json.dumps(o.codes)} | {o.mismatches} | {o.server_cpu_us_per_request:,.0f} | "
-            f"{o.rss_before_mb:.0f} → {o.rss_after_mb:.0f} |"
+            f"{o.children_cpu_us_per_request:,.0f} | {o.rss_before_mb:.0f} → {o.rss_after_mb:.0f} |"
         )
     return "\n".join(lines) + "\n"
 

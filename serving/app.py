@@ -158,8 +158,10 @@ class ServingApp:
 def create_app(service: EmbeddingService) -> ServingApp:
     """The application serving ``service`` (started and stopped with the app's lifespan)."""
     limits = service.limits
+    admit = service.batcher.admit  # a full queue answers 429 before the body is parsed
 
     async def embed(raw: bytes) -> Answer:
+        admit()
         body = parse_body(raw)
         texts, _ = texts_field(body, "inputs", limits)
         normalize = bool_field(body, "normalize", True)
@@ -167,6 +169,7 @@ def create_app(service: EmbeddingService) -> ServingApp:
         return json_answer(normalized(result.rows) if normalize else result.rows)
 
     async def openai_embeddings(raw: bytes) -> Answer:
+        admit()
         body = parse_body(raw)
         if isinstance(body.get("input"), list) and body["input"] and not isinstance(body["input"][0], str):
             message = "'input' must be a string or a list of strings (token ids are not supported)"
@@ -189,6 +192,7 @@ def create_app(service: EmbeddingService) -> ServingApp:
         return json_answer({"object": "list", "data": data, "model": model, "usage": usage})
 
     async def search(raw: bytes) -> Answer:
+        admit()
         body = parse_body(raw)
         texts, _ = search_texts(body, limits)
         k = k_field(body, limits)

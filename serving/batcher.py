@@ -75,12 +75,17 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bertapprox-encode")
         self._task = asyncio.get_running_loop().create_task(self._run(), name="bertapprox-batcher")
 
-    async def submit(self, texts: list[str]) -> BatchResult:
-        """Embeddings of ``texts``; raises :class:`Overloaded` when ``max_queued`` requests are pending."""
+    def admit(self) -> None:
+        """Raise :class:`Overloaded` (or :class:`ShuttingDown`) now if :meth:`submit` would: a refused request is
+        answered before its body is parsed."""
         if self._closing or self._task is None:
             raise ShuttingDown("the server is shutting down")
         if self.accepted >= self.max_queued:
             raise Overloaded(f"{self.accepted} requests are queued (the limit is {self.max_queued}): retry later")
+
+    async def submit(self, texts: list[str]) -> BatchResult:
+        """Embeddings of ``texts``; raises :class:`Overloaded` when ``max_queued`` requests are pending."""
+        self.admit()
         job = _Job(texts, asyncio.get_running_loop().create_future(), time.perf_counter())
         self.accepted += 1
         self.queued_texts += len(texts)

@@ -1,9 +1,11 @@
-"""Quality-drift watch: a sampled share of live texts is embedded again by the teacher in a background thread.
+"""Quality-drift watch: a sampled share of live texts is embedded again by the teacher, off the request path.
 
 The request path only draws a random number per text and, for a sampled one, puts it on a bounded queue
-(dropped when the queue is full): answers never wait for the teacher. The worker keeps a rolling window of
-student-vs-teacher cosines and, with an index, of the overlap of both top-k rankings, exports them as metrics
-and tells ``/health`` when they fall below the thresholds.
+(dropped when the queue is full): answers never wait for the teacher. A background thread takes the queued texts in
+batches and has the teacher embed them: in the server, a :class:`~serving.teacher_process.TeacherProcess` (the
+teacher's passes run in a child process at the lowest CPU priority, outside the server's GIL; the thread only waits
+on a pipe). The thread keeps a rolling window of student-vs-teacher cosines and, with an index, of the overlap of
+both top-k rankings, exports them as metrics and tells ``/health`` when they fall below the thresholds.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from .search import SearchService, overlap
 
 logger = logging.getLogger(__name__)
 WORKER_BATCH = 32
-WORKER_NICE = 10  # the teacher's thread runs at a lower priority than the serving threads
+WORKER_NICE = 10  # the watch's thread runs at a lower priority than the serving threads
 
 
 def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -48,8 +50,10 @@ class ShadowWatch:
         k: int = 10,
         queue_size: int = 1024,
         seed: int | None = None,
+        close_teacher: bool = False,
     ) -> None:
-        self.teacher = teacher  # anything with encode(texts, batch_size) -> [n, dim]
+        self.teacher = teacher  # anything with encode(texts, batch_size) -> [n, dim]; a TeacherProcess in the server
+        self.close_teacher = close_teacher  # close() also closes the teacher (a TeacherProcess the watch was given)
         self.rate = rate
         self.metrics = metrics
         self.search = search
@@ -108,6 +112,8 @@ class ShadowWatch:
             try:
                 self._compare([text for text, _ in items], np.stack([row for _, row in items]))
             except Exception:  # a failing teacher must not stop the watch (nor the server)
+                if self._stop.is_set():  # the teacher was closed under it
+                    return
                 self.failures += 1
                 logger.exception("shadow comparison failed")
             finally:
@@ -173,6 +179,7 @@ class ShadowWatch:
             "k": self.k,
             "min_cosine": self.min_cosine,
             "min_overlap": self.min_overlap,
+            "teacher_process": getattr(getattr(self.teacher, "process", None), "pid", None),
         }
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
@@ -181,5 +188,8 @@ class ShadowWatch:
             return self._idle.wait_for(lambda: self._busy == 0, timeout)
 
     def close(self) -> None:
+        """Stop the thread (and the teacher, with ``close_teacher``); what is still queued is not compared."""
         self._stop.set()
+        if self.close_teacher:  # first: a thread waiting for the teacher's answer returns at once
+            self.teacher.close()
         self._thread.join(timeout=10)

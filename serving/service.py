@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,7 @@ from .drift import ShadowWatch
 from .metrics import ServerMetrics
 from .schemas import Limits
 from .search import Hit, SearchService
+from .teacher_process import TeacherProcess
 
 logger = logging.getLogger(__name__)
 OVERLOAD_MEMORY_S = 10.0  # /health reports rejected requests for this long
@@ -77,9 +79,12 @@ class EmbeddingService:
         self._side_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="bertapprox-side")
         if self.teacher is not None and self.config.shadow_rate > 0:
             c = self.config
+            teacher = self.teacher
+            if self.teacher_name:  # its passes run in a process of its own, never on this process' GIL and core
+                teacher = TeacherProcess(functools.partial(load_teacher, self.teacher_name, c.device))
             self.shadow = ShadowWatch(
-                self.teacher, c.shadow_rate, self.metrics, self.search_index, c.shadow_window, c.shadow_min_samples,
-                c.min_cosine, c.min_overlap, c.overlap_k, c.shadow_queue,
+                teacher, c.shadow_rate, self.metrics, self.search_index, c.shadow_window, c.shadow_min_samples,
+                c.min_cosine, c.min_overlap, c.overlap_k, c.shadow_queue, close_teacher=teacher is not self.teacher,
             )  # fmt: skip
         self.started = True
         self.metrics.healthy.set(1)

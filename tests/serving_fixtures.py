@@ -58,3 +58,22 @@ def serving_files(tmp_path_factory) -> ServingFiles:
         index.meta["query_encoder"] = {"path": str(root / "student")}
         index.save(root / name)
     return files
+
+
+class SleepyTeacher:
+    """A teacher whose every call takes ``seconds`` (built in a :class:`~serving.teacher_process.TeacherProcess`
+    child: module-level, so that it pickles); ``fail`` makes loading it fail."""
+
+    def __init__(self, dim: int, seconds: float, fail: bool = False) -> None:
+        if fail:
+            raise OSError("no such teacher")
+        self.dim = dim
+        self.seconds = seconds
+
+    def encode(self, texts, batch_size=64):
+        import time
+
+        import numpy as np
+
+        time.sleep(self.seconds)
+        return np.ones((len(texts), self.dim), dtype=np.float32)

@@ -3,7 +3,9 @@ each moving when the teacher and the student disagree (the student's own teacher
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import time
 
 import numpy as np
@@ -18,8 +20,9 @@ from serving.config import ServeConfig  # noqa: E402
 from serving.drift import ShadowWatch, row_cosines  # noqa: E402
 from serving.drift_report import read_query_log, run_drift  # noqa: E402
 from serving.service import EmbeddingService  # noqa: E402
+from serving.teacher_process import TeacherProcess  # noqa: E402
 
-from .serving_fixtures import random_texts, serving_files  # noqa: E402
+from .serving_fixtures import SleepyTeacher, random_texts, serving_files  # noqa: E402
 
 THRESHOLD = 0.5  # the tiny student agrees with its teacher at ~0.7 cosine, with an unrelated one at ~0.1
 
@@ -52,6 +55,7 @@ def test_live_watch_is_ready_with_the_real_teacher_and_degraded_with_a_disagreei
     assert health == {"status": "ready", "reasons": []}
     agreeing = gauge(metrics, "bertapprox_shadow_cosine")
     assert agreeing > THRESHOLD and info["shadow"]["samples"] == 60 and info["shadow"]["dropped"] == 0
+    assert info["shadow"]["teacher_process"] not in (None, os.getpid())  # the teacher ran in a process of its own
     assert gauge(metrics, "bertapprox_shadow_samples_total") == 60
     assert 0 <= gauge(metrics, "bertapprox_shadow_topk_overlap") <= 1
 
@@ -88,6 +92,30 @@ def test_shadow_queue_never_blocks_and_drops_the_excess():
     assert watch.wait_idle(10)
     assert watch.mean_cosine == pytest.approx(1.0)
     watch.close()
+
+
+def test_teacher_process_busy_drops_samples_and_never_delays_the_caller():
+    teacher = TeacherProcess(functools.partial(SleepyTeacher, 4, 1.0))
+    assert teacher.wait_ready(120)["dim"] == 4
+    watch = ShadowWatch(teacher, rate=1.0, queue_size=3, close_teacher=True)
+    rows = np.ones((100, 4), dtype=np.float32)
+    start = time.perf_counter()
+    for first in range(0, 100, 10):  # the teacher takes a second per batch: it is busy all along
+        watch.offer([f"text {i}" for i in range(first, first + 10)], rows[first : first + 10])
+    assert time.perf_counter() - start < 0.5
+    assert watch.dropped >= 100 - 3 - 32 and watch.samples == 0
+    assert watch.wait_idle(30)
+    assert watch.samples == 100 - watch.dropped and watch.mean_cosine == pytest.approx(1.0)
+    assert watch.failures == 0
+    watch.close()
+    assert not teacher.process.is_alive()
+
+
+def test_teacher_process_reports_a_teacher_that_does_not_load():
+    teacher = TeacherProcess(functools.partial(SleepyTeacher, 4, 0.0, fail=True))
+    with pytest.raises(RuntimeError, match="no such teacher"):
+        teacher.encode(["a text"])
+    teacher.close()
 
 
 def test_row_cosines():

@@ -2,7 +2,7 @@
 
 from .batching import BatchingEncoder
 from .cache import EmbeddingCache
-from .encoder import Encoder
+from .encoder import EmbeddedTexts, Encoder
 from .protocol import ConfigProperties, TextEncoder
 
-__all__ = ["BatchingEncoder", "ConfigProperties", "EmbeddingCache", "Encoder", "TextEncoder"]
+__all__ = ["BatchingEncoder", "ConfigProperties", "EmbeddedTexts", "EmbeddingCache", "Encoder", "TextEncoder"]

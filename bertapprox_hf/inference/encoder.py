@@ -15,7 +15,9 @@ from __future__ import annotations
 import copy
 import itertools
 import os
+import time
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -30,6 +32,15 @@ from .protocol import ConfigProperties
 from .tables import StoredTablePooling
 
 ENTRY_CHUNK = 4096  # entries per pooling step on CPU for models that gather rows: their temporaries stay in cache
+
+
+class EmbeddedTexts(NamedTuple):
+    """:meth:`Encoder.embed_texts`' result: embeddings, bag sizes and the time each step took."""
+
+    rows: np.ndarray  # [n, dim] float32
+    bag_sizes: np.ndarray  # [n] int64: entries in each text's bag
+    tokenize_seconds: float
+    model_seconds: float
 
 
 class Encoder(ConfigProperties):
@@ -156,11 +167,14 @@ class Encoder(ConfigProperties):
     def pool_padded(self, ids: np.ndarray, mask: np.ndarray) -> torch.Tensor:
         """Pooled vectors [batch, hidden] (float32, on the device) of right-padded bags: ``ids`` and ``mask``
         [batch, width] int64 arrays (:func:`pad_bag_arrays`), taken as they are (``torch.from_numpy``)."""
-        ids = torch.from_numpy(ids).to(self.device, non_blocking=True)
-        mask = torch.from_numpy(mask).to(self.device, non_blocking=True)
+        ids, mask = torch.from_numpy(ids), torch.from_numpy(mask)
+        if self.device.type != "cpu":
+            ids, mask = ids.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
         step = len(ids)
         if self._entry_chunk is not None:
             step = max(1, self._entry_chunk // ids.shape[1])
+        if step >= len(ids):  # one piece: no copy through torch.cat
+            return self.pooling.pool(ids, mask)
         pieces = range(0, len(ids), step)
         return torch.cat([self.pooling.pool(ids[i : i + step], mask[i : i + step]) for i in pieces])
 
@@ -223,7 +237,7 @@ class Encoder(ConfigProperties):
         first, repeats = self.cache.lookup(texts, result)
         pending = list(first)
         if pending:
-            rows = self._embed_texts(pending, batch_size, show_progress_bar).cpu().numpy()
+            rows = self.embed_texts(pending, batch_size, show_progress_bar).rows
             result[np.fromiter(first.values(), dtype=np.intp, count=len(first))] = rows
             self.cache.store(pending, rows)
         if repeats:
@@ -232,20 +246,32 @@ class Encoder(ConfigProperties):
         out = finish(result, single, normalize_embeddings, convert_to_numpy)
         return out if convert_to_numpy else out.to(self.device)
 
-    def _embed_texts(self, texts: list[str], batch_size: int, show_progress_bar: bool = False) -> torch.Tensor:
-        """Embeddings [len(texts), dim] float32 on the device, no cache. The bags come as flat arrays where the
-        tokenizer gives them so (:meth:`~BertApproxTokenizer.encode_bags_flat`: no Python object per entry) and
-        are padded a batch at a time; else as lists. Both give the same padded batches, so the same embeddings."""
+    def embed_texts(self, texts: list[str], batch_size: int = 64, show_progress_bar: bool = False) -> EmbeddedTexts:
+        """What :meth:`encode` does to the texts it does not find in the cache (it calls this), with what it cost:
+        each text's embedding [len(texts), dim] float32 (numpy), its bag size and the seconds spent tokenizing and
+        in the model. No cache, no checks of ``texts`` (a list of str).
+
+        The bags come as flat arrays where the tokenizer gives them so (:meth:`~BertApproxTokenizer.
+        encode_bags_flat`: no Python object per entry) and are padded a batch at a time; else as lists. Both give the
+        same padded batches, so the same embeddings. Texts that fit in one batch are embedded as they come."""
+        start = time.perf_counter()
         flat = getattr(self.tokenizer, "encode_bags_flat", None)
         if flat is None:  # a tokenizer of another version (remote code)
             bags = self.tokenizer.encode_bags(texts, self.max_bag_size)
-            return embed_sorted(bags, self._embed, self.dim, batch_size, show_progress_bar, self.device)
-        ids, offsets = flat(texts, self.max_bag_size)
+            sizes = np.fromiter(map(len, bags), dtype=np.int64, count=len(bags))
+            tokenized = time.perf_counter()
+            out = embed_sorted(bags, self._embed, self.dim, batch_size, show_progress_bar, self.device)
+        else:
+            ids, offsets = flat(texts, self.max_bag_size)
+            sizes = np.diff(offsets)
+            tokenized = time.perf_counter()
 
-        def embed_rows(rows: np.ndarray) -> torch.Tensor:
-            return self.readout(self.pool_padded(*pad_flat_bags(ids, offsets, rows)))
+            def embed_rows(rows: np.ndarray) -> torch.Tensor:
+                return self.readout(self.pool_padded(*pad_flat_bags(ids, offsets, rows)))
 
-        return embed_in_length_order(np.diff(offsets), embed_rows, self.dim, batch_size, show_progress_bar, self.device)
+            out = embed_in_length_order(sizes, embed_rows, self.dim, batch_size, show_progress_bar, self.device)
+        rows = out.cpu().numpy()
+        return EmbeddedTexts(rows, sizes, tokenized - start, time.perf_counter() - tokenized)
 
     def cache_info(self) -> dict:
         """``hits``/``misses`` (texts asked for, counting repeats), ``size``, ``maxsize``, ``hit_rate``."""

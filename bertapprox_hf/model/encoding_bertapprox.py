@@ -62,7 +62,10 @@ def embed_in_length_order(
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """:func:`embed_sorted` of bags given by their ``lengths``: ``embed_rows`` embeds the bags of a batch, given as
-    their positions (an int64 array), ``batch_size`` at a time from the shortest to the longest."""
+    their positions (an int64 array), ``batch_size`` at a time from the shortest to the longest. Bags that fit in
+    one batch go as they come (the same padded batch, without sorting and putting back)."""
+    if 0 < len(lengths) <= batch_size and not show_progress_bar:  # one batch: its order changes nothing
+        return embed_rows(np.arange(len(lengths))).float()
     order = np.argsort(lengths, kind="stable")
     starts = range(0, len(order), batch_size)
     if show_progress_bar:
