@@ -39,18 +39,5 @@ for arm in "${arms[@]}"; do
 done
 
 # Paired bootstrap over queries: % of the teacher's nDCG@10 for each arm and mode, against the embedding arm.
-for dataset in scifact dl19; do
-  qrels=$SHARED/data/beir/scifact/qrels/test.tsv
-  [ "$dataset" = dl19 ] && qrels=$SHARED/data/msmarco-passage-dl19/qrels/test.tsv
-  for mode in asymmetric student; do
-    runs=()
-    for arm in embedding listwise-query listwise-both margin-query; do
-      file=$WORK/arms/$arm/report/$dataset/runs/$dataset.$mode.trec
-      [ -f "$file" ] && runs+=("$arm=$file")
-    done
-    [ ${#runs[@]} -gt 0 ] || continue
-    python -m benchmarks.bootstrap --qrels "$qrels" --title "$dataset, $mode" \
-      --teacher "$WORK/arms/embedding/report/$dataset/runs/$dataset.teacher.trec" \
-      --runs "${runs[@]}" --baseline embedding --out "$OUT/bootstrap/$dataset-$mode"
-  done
-done
+bash experiments/bootstrap_arms.sh "$OUT" embedding \
+  $(for arm in embedding listwise-query listwise-both margin-query; do echo "$arm=$WORK/arms/$arm/report"; done)

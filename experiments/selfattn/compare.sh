@@ -30,15 +30,6 @@ for arm in "${ARMS[@]}"; do
   cp "$run/report/results.json" "$run/report/results.md" "$run/report.json" "$OUT/$arm/"
   cp "$run/validation.png" "$OUT/$arm/" 2>/dev/null || true
 done
-for dataset in scifact dl19; do
-  qrels=$SHARED/data/beir/scifact/qrels/test.tsv
-  [ "$dataset" = dl19 ] && qrels=$SHARED/data/msmarco-passage-dl19/qrels/test.tsv
-  for mode in asymmetric student; do
-    runs=()
-    for arm in "${ARMS[@]}"; do runs+=("$arm=$(run_of "$arm")/report/$dataset/runs/$dataset.$mode.trec"); done
-    python -m benchmarks.bootstrap --qrels "$qrels" --title "$dataset, $mode" \
-      --teacher "$(run_of plain)/report/$dataset/runs/$dataset.teacher.trec" \
-      --runs "${runs[@]}" --baseline plain --out "$OUT/bootstrap/$dataset-$mode"
-  done
-done
+reports=(); for arm in "${ARMS[@]}"; do reports+=("$arm=$(run_of "$arm")/report"); done
+bash experiments/bootstrap_arms.sh "$OUT" plain "${reports[@]}"
 python experiments/arms_table.py "$OUT" "${ARMS[@]}"
