@@ -100,7 +100,8 @@ def test_the_study_resumes_after_a_kill(tiny_training_inputs, tmp_path):  # noqa
 
     # trials of several seconds, so that the kill finds one running on any machine
     config = tiny_training_config(tiny_training_inputs, tmp_path / "train.yaml", optim__epochs=15)
-    space = write_space(tmp_path / "space.yaml")
+    # no pruning: a pruned trial ends within a second, too soon for the kill to find it running
+    space = write_space(tmp_path / "space.yaml", {**SPACE, "pruner": {"startup_trials": 10}})
     out = tmp_path / "study"
     command = [sys.executable, "-m", "benchmarks.hpo", *study_args(config, space, out, 4)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
