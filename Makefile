@@ -27,6 +27,8 @@ TARGETS_CROPS := $(WORK)/targets-crops-$(TEACHER_NAME)
 TARGETS_CROPS_REST := $(WORK)/targets-crops-rest-$(TEACHER_NAME)
 TARGETS_CROPS_MORE := $(WORK)/targets-crops-more-$(TEACHER_NAME)
 VOCAB_CONTEXTUAL := $(WORK)/vocab-contextual-$(TEACHER_NAME)
+# The teacher's embeddings of the texts the contextual table read: make targets copies them (--reuse)
+TARGETS_CONTEXT_SAMPLE := $(WORK)/targets-context-sample-$(TEACHER_NAME)
 # Ranking distillation: every MS MARCO training query, and its top 32 of the demo's documents by the teacher.
 TARGETS_QUERIES := $(WORK)/targets-queries-$(TEACHER_NAME)
 CANDIDATES := $(WORK)/candidates-$(TEACHER_NAME)
@@ -57,7 +59,7 @@ test: install  ## the test suite (the command CI runs); installs first
 lint:
 	ruff check . && ruff format --check .
 
-demo: install vocab targets vocab-contextual train  ## the main job: vocabulary, teacher targets, contextual table, distillation, report
+demo: install vocab vocab-contextual targets train  ## the main job: vocabulary, contextual table, teacher targets, distillation, report
 
 # The demo recipe's student as shipped: its trainable weights (bertapprox model strip), restored on the vocabulary
 # and contextual table built here, and checked against the original's embeddings (no targets, no training).
@@ -69,8 +71,9 @@ vocab: $(VOCAB)/vocabulary.json
 $(VOCAB)/vocabulary.json:
 	bertapprox vocab build $(TEACHER_ARGS) --out $(VOCAB) --max-per-source 30000 --corpus $(CORPUS)
 
-targets:  ## resumes by itself: finished shards are kept
-	bertapprox targets build $(TEACHER_ARGS) --out $(TARGETS) --max-per-source $(PER_SOURCE) --corpus $(CORPUS)
+targets:  ## resumes by itself: finished shards are kept; copies what the contextual table's pass embedded
+	bertapprox targets build $(TEACHER_ARGS) --out $(TARGETS) --max-per-source $(PER_SOURCE) --corpus $(CORPUS) \
+		$$(test -f $(TARGETS_CONTEXT_SAMPLE)/manifest.json && echo --reuse $(TARGETS_CONTEXT_SAMPLE))
 
 targets-queries:  ## every MS MARCO training query (20,562: the ranking distillation's queries)
 	bertapprox targets build $(TEACHER_ARGS) --out $(TARGETS_QUERIES) --corpus $(DATA)/train/msmarco_queries.jsonl
@@ -108,7 +111,7 @@ contextualize = bertapprox vocab contextualize --mixed-precision $(TEACHER_PRECI
 
 vocab-contextual: $(VOCAB_CONTEXTUAL)/vocabulary.json  ## each entry's teacher token states in the demo's training texts beside its own
 $(VOCAB_CONTEXTUAL)/vocabulary.json: $(VOCAB)/vocabulary.json
-	$(call contextualize,$(VOCAB_CONTEXTUAL),$(CONTEXT_TEXTS))
+	$(call contextualize,$(VOCAB_CONTEXTUAL),$(CONTEXT_TEXTS)) --save-targets $(TARGETS_CONTEXT_SAMPLE)
 
 vocab-contextual-demo-all: $(VOCAB_CONTEXTUAL_DEMO_ALL)/vocabulary.json  ## the same from all 92k demo training texts (the full-scale pair recipes)
 $(VOCAB_CONTEXTUAL_DEMO_ALL)/vocabulary.json: $(VOCAB)/vocabulary.json

@@ -6,8 +6,9 @@ import os
 from collections.abc import Callable
 
 
-def add_mixed_precision(parser) -> None:
-    """The teacher's ``--mixed-precision`` (its forward pass under autocast)."""
+def add_teacher_pass_options(parser) -> None:
+    """How a teacher pass runs: ``--mixed-precision`` (its forward pass under autocast) and
+    ``--max-batch-tokens``; :func:`load_teacher` reads them."""
     from ..pipeline.precision import PRECISIONS
 
     parser.add_argument(
@@ -16,6 +17,22 @@ def add_mixed_precision(parser) -> None:
         default="no",
         help="run the teacher under autocast: bf16 is 1.8-2.2x as fast on a CPU with AVX-512 BF16, embeddings "
         "within 1e-4 cosine of float32's; auto: bf16 on a GPU that has it, else no (default: no, float32)",
+    )
+    parser.add_argument(
+        "--max-batch-tokens",
+        type=int,
+        default=None,
+        help="padded tokens a teacher batch holds at most (default: 2048 on a CPU, where it is fastest, 65536 on "
+        "an accelerator)",
+    )
+
+
+def load_teacher(args, name_or_path: str, device: str | None):
+    """The teacher ``name_or_path`` on ``device``, run as :func:`add_teacher_pass_options`' flags say."""
+    from ..pipeline.teacher import Teacher
+
+    return Teacher.from_pretrained(
+        name_or_path, device=device, mixed_precision=args.mixed_precision, max_batch_tokens=args.max_batch_tokens
     )
 
 

@@ -11,7 +11,7 @@ from dataclasses import fields
 
 from ..pipeline.vocab_adapt import add_commands as add_vocab_adapt
 from ..pipeline.vocab_builder import VocabularyConfig
-from .common import add_mixed_precision, build_on_every_process, distributed_state
+from .common import add_teacher_pass_options, build_on_every_process, distributed_state, load_teacher
 
 
 def _add_vocab_build(sub) -> None:
@@ -22,7 +22,7 @@ def _add_vocab_build(sub) -> None:
     parser.add_argument("--max-per-source", type=int, default=None, help="texts taken from each file at most")
     parser.add_argument("--max-texts", type=int, default=None, help="texts taken in all at most")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
-    add_mixed_precision(parser)
+    add_teacher_pass_options(parser)
     defaults = VocabularyConfig()
     for field in fields(VocabularyConfig):
         kind = type(getattr(defaults, field.name))
@@ -36,14 +36,12 @@ def _add_vocab_build(sub) -> None:
 
 def _vocab_build(args) -> int:
     from ..pipeline.corpus import expand_paths
-    from ..pipeline.teacher import DEFAULT_TEACHER, Teacher
+    from ..pipeline.teacher import DEFAULT_TEACHER
     from ..pipeline.vocab_builder import build_vocabulary
 
     config = VocabularyConfig(**{f.name: getattr(args, f.name) for f in fields(VocabularyConfig)})
     expand_paths(args.corpus)  # fail on a missing corpus before loading the teacher
-    teacher = Teacher.from_pretrained(
-        args.teacher or DEFAULT_TEACHER, device=args.device, mixed_precision=args.mixed_precision
-    )
+    teacher = load_teacher(args, args.teacher or DEFAULT_TEACHER, args.device)
     vocabulary = build_vocabulary(
         args.corpus,
         teacher,
@@ -81,10 +79,16 @@ def _add_vocab_contextualize(sub) -> None:
     parser.add_argument(
         "--keep-isolated", action="store_true", help="keep the isolated embeddings beside the contextual ones"
     )
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=256, help="texts a teacher batch holds at most")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--save-targets",
+        default=None,
+        help="also write the teacher's embeddings of the texts read as a targets folder, for targets build --reuse "
+        "(the demo's targets then need no second teacher pass over them)",
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
-    add_mixed_precision(parser)
+    add_teacher_pass_options(parser)
     parser.set_defaults(handler=_vocab_contextualize)
 
 
@@ -92,8 +96,7 @@ def _vocab_contextualize(args) -> int:
     import numpy as np
 
     from ..pipeline.contextual import contextualize
-    from ..pipeline.targets import load_targets, targets_columns
-    from ..pipeline.teacher import Teacher
+    from ..pipeline.targets import load_targets, targets_columns, write_targets
     from ..pipeline.vocabulary import Vocabulary
     from ..training.data import is_training
 
@@ -113,15 +116,18 @@ def _vocab_contextualize(args) -> int:
     teacher_name = args.teacher or vocabulary.metadata.get("teacher", {}).get("name_or_path")
     if not teacher_name:
         raise ValueError(f"{args.vocab} names no teacher; pass --teacher")
-    teacher = Teacher.from_pretrained(teacher_name, device=args.device, mixed_precision=args.mixed_precision)
+    teacher = load_teacher(args, teacher_name, args.device)
+    read = [texts[i] for i in training]
+    embeddings = np.zeros((len(read), teacher.dim), dtype=np.float32) if args.save_targets else None
     result = contextualize(
         vocabulary,
         teacher,
-        [texts[i] for i in training],
+        read,
         args.prior,
         args.batch_size,
         show_progress_bar=True,
         keep_isolated=args.keep_isolated,
+        embeddings_out=embeddings,
     )
     record = {"source": os.path.abspath(args.vocab), "val_fraction": args.val_fraction}
     if args.targets:
@@ -130,6 +136,11 @@ def _vocab_contextualize(args) -> int:
         record["corpus"] = {"sources": list(args.corpus), "max_per_source": args.max_per_source}
     result.metadata["table"].update(record)
     result.save(args.out)
+    if args.save_targets:
+        sample = {"texts_of": record.get("targets") or record["corpus"], "val_fraction": args.val_fraction}
+        sample.update(max_texts=args.max_texts, seed=args.seed)
+        records = [{"id": ids[i], "text": texts[i]} for i in training]
+        write_targets(args.save_targets, records, embeddings, teacher, {"contextual_table_sample": sample})
     print(json.dumps({"out": args.out, **result.metadata["table"]}, indent=1))
     return 0
 
@@ -155,7 +166,15 @@ def _add_targets_build(sub) -> None:
     parser.add_argument("--teacher", default=None, help="Hub id or local folder of the teacher")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--shard-size", type=int, default=4096, help="records a shard")
-    parser.add_argument("--batch-size", type=int, default=64, help="teacher batch size")
+    parser.add_argument("--batch-size", type=int, default=256, help="texts a teacher batch holds at most")
+    parser.add_argument(
+        "--reuse",
+        nargs="+",
+        default=(),
+        metavar="TARGETS",
+        help="finished targets folders of the same teacher and precision (e.g. vocab contextualize --save-targets): "
+        "a record found there with the same id and text is copied, not encoded again",
+    )
     parser.add_argument("--max-per-source", type=int, default=None, help="texts taken from each file at most")
     parser.add_argument(
         "--skip-per-source", type=int, default=0, help="skip the first texts of each file (to extend an earlier set)"
@@ -176,14 +195,14 @@ def _add_targets_build(sub) -> None:
         help="number of the first crop of each text: 1 adds crops to a set made with --crops 1 without redoing it",
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: this process's accelerator)")
-    add_mixed_precision(parser)
+    add_teacher_pass_options(parser)
     parser.set_defaults(handler=_targets_build)
 
 
 def _targets_build(args) -> int:
     from ..pipeline.corpus import expand_paths
     from ..pipeline.targets import build_targets, finalize_targets
-    from ..pipeline.teacher import DEFAULT_TEACHER, Teacher
+    from ..pipeline.teacher import DEFAULT_TEACHER
 
     expand_paths(args.corpus)  # fail on a missing corpus before loading the teacher
     state = distributed_state(args.device)
@@ -193,9 +212,7 @@ def _targets_build(args) -> int:
         device = str(state.device)  # each process on its own accelerator
     if count > 1:
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    teacher = Teacher.from_pretrained(
-        args.teacher or DEFAULT_TEACHER, device=device, mixed_precision=args.mixed_precision
-    )
+    teacher = load_teacher(args, args.teacher or DEFAULT_TEACHER, device)
     build = functools.partial(
         build_targets,
         args.corpus,
@@ -205,6 +222,7 @@ def _targets_build(args) -> int:
         batch_size=args.batch_size,
         process_index=index,
         num_processes=count,
+        reuse=args.reuse,
         corpus_description={
             "sources": args.corpus,
             "max_per_source": args.max_per_source,

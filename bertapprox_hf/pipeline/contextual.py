@@ -52,15 +52,23 @@ def accumulate_token_states(
     teacher: Teacher,
     encoder: BagEncoder,
     texts: list[str],
-    batch_size: int = 64,
+    batch_size: int = 256,
     show_progress_bar: bool = False,
+    embeddings_out: np.ndarray | None = None,
 ) -> TokenStateSums:
-    """Run the teacher over ``texts`` and add up, for every entry of each text's bag, its tokens' mean state."""
+    """Run the teacher over ``texts`` and add up, for every entry of each text's bag, its tokens' mean state.
+
+    ``embeddings_out`` ([len(texts), dim]), when given, receives each text's teacher embedding from the same pass.
+    """
     entries = len(encoder.entries)
     result = TokenStateSums(np.zeros((entries, teacher.dim)), np.zeros(entries, dtype=np.int64))
+    if embeddings_out is not None and embeddings_out.shape != (len(texts), teacher.dim):
+        raise ValueError(f"embeddings_out is {embeddings_out.shape}, expected {(len(texts), teacher.dim)}")
     window = teacher.pooling.max_length
     for index, states in teacher.token_states(texts, batch_size, show_progress_bar):
         result.texts += 1
+        if embeddings_out is not None:
+            embeddings_out[index] = teacher.pool_token_states(states)
         if not _aligned(encoder, texts[index], len(states), window):
             result.skipped += 1
             continue
@@ -120,15 +128,16 @@ def contextualize(
     teacher: Teacher,
     texts: list[str],
     prior: float = 2.0,
-    batch_size: int = 64,
+    batch_size: int = 256,
     show_progress_bar: bool = False,
     keep_isolated: bool = False,
+    embeddings_out: np.ndarray | None = None,
 ) -> Vocabulary:
     """A copy of ``vocabulary`` whose table is contextual (``keep_isolated``: contextual and isolated side by
-    side), from the teacher's reading of ``texts``."""
+    side), from the teacher's reading of ``texts`` (``embeddings_out``: see :func:`accumulate_token_states`)."""
     check_teacher_compatible(vocabulary.metadata.get("teacher", {}), teacher.describe(), "the vocabulary")
     encoder = vocabulary.tokenizer().bag_encoder
-    sums = accumulate_token_states(teacher, encoder, texts, batch_size, show_progress_bar)
+    sums = accumulate_token_states(teacher, encoder, texts, batch_size, show_progress_bar, embeddings_out)
     table = smoothed_table(vocabulary.embeddings, sums, prior)
     if keep_isolated:
         table = np.concatenate([table, vocabulary.embeddings.astype(np.float32)], axis=1)

@@ -28,6 +28,9 @@ Writing and resuming:
   another shard size is refused with a ``ValueError``: embeddings of two teachers are never mixed. One made
   under another autocast precision is reused as it is (its manifest keeps its own), but never extended: a
   shard that has to be encoded raises ``ValueError``.
+* ``reuse`` names finished targets folders of the same teacher and precision (``bertapprox vocab
+  contextualize --save-targets`` writes one for the texts its teacher pass read): a record found there with the
+  same id and text takes its embedding from there instead of from a second teacher pass.
 * Data-parallel builds: shard ``s`` is encoded by process ``s % num_processes``. Every process streams the
   whole corpus (reading is cheap next to encoding) and encodes only its own shards; process 0 writes the
   manifest. With several processes, call :func:`finalize_targets` on one process after all have finished.
@@ -215,6 +218,40 @@ def _quiet_datasets() -> Iterator[None]:
             datasets.enable_progress_bars()
 
 
+def _reusable_embeddings(folders: Sequence[str], teacher: dict) -> dict[str, tuple[str, np.ndarray]]:
+    """``id -> (text, float16 embedding)`` of every record of ``folders``, which must be finished builds of
+    ``teacher`` in its precision."""
+    found: dict[str, tuple[str, np.ndarray]] = {}
+    for folder in folders:
+        manifest = read_manifest(folder)
+        keys = ("dim", "pooling", "normalize", "max_length", "name_or_path", "mixed_precision")
+        mismatches = _teacher_mismatches(manifest["teacher"], teacher, keys)
+        if mismatches:
+            details = "; ".join(f"teacher {key} is {there!r} there but {now!r} here" for key, there, now in mismatches)
+            raise ValueError(f"cannot reuse {folder}: it holds embeddings of another teacher or precision ({details})")
+        ids, texts, embeddings = targets_columns(load_targets(folder))
+        found.update((i, (text, row)) for i, text, row in zip(ids, texts, embeddings, strict=True))
+    return found
+
+
+def _embed_shard(
+    records: list[Record], teacher: Teacher, batch_size: int, reusable: dict[str, tuple[str, np.ndarray]]
+) -> tuple[np.ndarray, int]:
+    """The shard's embeddings: each record found in ``reusable`` (same id and text) copied, the others encoded;
+    and how many were copied."""
+    embeddings = np.zeros((len(records), teacher.dim), dtype=np.float32)
+    missing = []
+    for row, record in enumerate(records):
+        known = reusable.get(record["id"])
+        if known is not None and known[0] == record["text"]:
+            embeddings[row] = known[1]
+        else:
+            missing.append(row)
+    if missing:
+        embeddings[missing] = teacher.encode([records[row]["text"] for row in missing], batch_size=batch_size)
+    return embeddings, len(records) - len(missing)
+
+
 def _write_shard(path: str, records: list[Record], embeddings: np.ndarray) -> None:
     from datasets import Dataset
 
@@ -233,11 +270,12 @@ def build_targets(
     teacher: Teacher,
     out_dir: str,
     shard_size: int = 4096,
-    batch_size: int = 64,
+    batch_size: int = 256,
     process_index: int = 0,
     num_processes: int = 1,
     show_progress_bar: bool = True,
     corpus_description: dict | None = None,
+    reuse: Sequence[str] = (),
     **corpus_options,
 ) -> dict:
     """Encode ``corpus`` with ``teacher`` into parquet shards in ``out_dir`` (resumable; see the module docstring).
@@ -246,10 +284,11 @@ def build_targets(
         corpus: anything :func:`~.corpus.iter_records` reads; ``corpus_options`` (``max_per_source``,
             ``max_records``, ``text_field``, ...) are passed to it.
         shard_size: records a shard.
-        batch_size: teacher batch size.
+        batch_size: texts a teacher batch holds at most.
         process_index, num_processes: this process's part of a data-parallel build (shard ``s`` goes to
             process ``s % num_processes``).
         corpus_description: recorded as the manifest's ``corpus`` (default: the source files and options).
+        reuse: finished targets folders whose embeddings are copied for records with the same id and text.
 
     Returns:
         The manifest. With one process it is finished (``num_shards``, ``num_records``); with several, call
@@ -284,7 +323,8 @@ def build_targets(
     if process_index == 0:
         write_json_atomic(os.path.join(out_dir, MANIFEST), manifest)  # unfinished until finalize_targets
 
-    encoded, reused, num_shards, num_records = [], [], 0, 0
+    reusable = _reusable_embeddings(reuse, teacher.describe()) if reuse else {}
+    encoded, reused, num_shards, num_records, copied = [], [], 0, 0, 0
     progress = tqdm(  # records of this process's shards (only process 0 shows it)
         desc="Teacher targets" + (f" (process 0 of {num_processes})" if num_processes > 1 else ""),
         unit="rec",
@@ -309,19 +349,22 @@ def build_targets(
                     )
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(path + ".tmp")
-                embeddings = teacher.encode([r["text"] for r in records], batch_size=batch_size)
+                embeddings, found = _embed_shard(records, teacher, batch_size, reusable)
                 _write_shard(path, records, embeddings)
                 encoded.append(index)
+                copied += found
             progress.update(len(records))
-            progress.set_postfix(encoded=len(encoded), reused=len(reused))
+            progress.set_postfix(encoded=len(encoded), reused=len(reused), copied=copied)
     if num_shards == 0:
         raise ValueError(f"the corpus has no records ({manifest['corpus']})")
     logger.info(
-        "process %d/%d: encoded %d shards %s, reused %d shards %s",
+        "process %d/%d: encoded %d shards %s (%d records copied from %s), reused %d shards %s",
         process_index,
         num_processes,
         len(encoded),
         encoded,
+        copied,
+        list(reuse),
         len(reused),
         reused,
     )
@@ -335,6 +378,36 @@ def build_targets(
     if num_processes == 1:
         return finalize_targets(out_dir)
     return manifest
+
+
+def write_targets(
+    out_dir: str,
+    records: Sequence[Record],
+    embeddings: np.ndarray,
+    teacher: Teacher,
+    corpus_description: dict,
+    shard_size: int = 4096,
+) -> dict:
+    """Write ``records`` (``id``, ``text``) and their teacher ``embeddings``, computed elsewhere, as a finished
+    targets folder (replacing the shards of an earlier one there); returns the manifest."""
+    if len(records) == 0 or embeddings.shape != (len(records), teacher.dim):
+        raise ValueError(f"{len(records)} records need embeddings of shape ({len(records)}, {teacher.dim}), "
+                         f"got {embeddings.shape}")  # fmt: skip
+    os.makedirs(out_dir, exist_ok=True)
+    for path in list_shards(out_dir).values():
+        os.remove(path)
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "teacher": teacher.describe(),
+        "shard_size": shard_size,
+        "corpus": corpus_description,
+        "dtype": DTYPE,
+    }
+    write_json_atomic(os.path.join(out_dir, MANIFEST), manifest)  # unfinished until every shard is there
+    for index, start in enumerate(range(0, len(records), shard_size)):
+        end = start + shard_size
+        _write_shard(shard_path(out_dir, index), list(records[start:end]), embeddings[start:end])
+    return finalize_targets(out_dir)
 
 
 def finalize_targets(out_dir: str) -> dict:

@@ -26,6 +26,10 @@ DEFAULT_TEACHER = "sentence-transformers/msmarco-distilbert-dot-v5"
 MAX_LENGTH = 512
 # Teacher.mixed_precision: the dtype its forward pass autocasts to (None: float32 as loaded)
 AUTOCAST_DTYPES = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Padded tokens a teacher batch holds at most, by device type. On a 2-core AVX2 CPU, batches of 2,048 tokens ran
+# 1.54x as fast as 64 texts a batch on the demo's training texts (docs/training.md, "Teacher batches").
+MAX_BATCH_TOKENS = {"cpu": 2048}
+MAX_BATCH_TOKENS_ACCELERATOR = 65536
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,7 @@ class Teacher:
         name_or_path: str,
         device: str | None = None,
         mixed_precision: str = "no",
+        max_batch_tokens: int | None = None,
     ):
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -112,6 +117,11 @@ class Teacher:
         self.name_or_path = name_or_path
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.mixed_precision = resolve_mixed_precision(mixed_precision, self.device.type)
+        if max_batch_tokens is None:
+            max_batch_tokens = MAX_BATCH_TOKENS.get(self.device.type, MAX_BATCH_TOKENS_ACCELERATOR)
+        if isinstance(max_batch_tokens, bool) or not isinstance(max_batch_tokens, int) or max_batch_tokens < 1:
+            raise ValueError(f"max_batch_tokens must be a positive integer, got {max_batch_tokens!r}")
+        self.max_batch_tokens = max_batch_tokens
         self.model.to(self.device)
         self._forward_inputs = set(inspect.signature(self.model.forward).parameters)
 
@@ -129,10 +139,12 @@ class Teacher:
         revision: str | None = None,
         max_length: int | None = None,
         mixed_precision: str = "no",
+        max_batch_tokens: int | None = None,
     ) -> Teacher:
         """Load a teacher from a Hub id or a local folder; ``mixed_precision`` ("no", "bf16", "fp16", or "auto":
         bf16 on a GPU that has it, else no) runs its forward pass under autocast (bf16 on a CPU with AVX-512
-        BF16 is 1.8-2.2x as fast here, its embeddings within 1e-4 cosine of float32's: docs/training.md)."""
+        BF16 is 1.8-2.2x as fast here, its embeddings within 1e-4 cosine of float32's: docs/training.md);
+        ``max_batch_tokens`` bounds a batch's padded tokens (default by device: ``MAX_BATCH_TOKENS``)."""
         name_or_path = str(name_or_path)
         if looks_like_path(name_or_path) and not os.path.isdir(name_or_path):
             raise FileNotFoundError(f"teacher folder not found: {name_or_path}")
@@ -141,7 +153,7 @@ class Teacher:
         pooling = read_pooling_spec(name_or_path, revision)
         if max_length is not None:
             pooling = PoolingSpec(pooling.mode, pooling.normalize, min(max_length, MAX_LENGTH))
-        return cls(model, tokenizer, pooling, name_or_path, device, mixed_precision)
+        return cls(model, tokenizer, pooling, name_or_path, device, mixed_precision, max_batch_tokens)
 
     @property
     def dim(self) -> int:
@@ -187,24 +199,35 @@ class Teacher:
             hidden = self.model(**inputs).last_hidden_state
         return self._pool(hidden.float(), inputs["attention_mask"]).cpu()
 
+    def _batches(
+        self, encoded: dict[str, list[list[int]]], batch_size: int, show_progress_bar: bool
+    ) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
+        """(indices, padded features) of batches of tokenized sequences, longest first: at most ``batch_size``
+        sequences and ``max_batch_tokens`` padded tokens a batch (a longer sequence goes alone)."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        lengths = np.array([len(ids) for ids in encoded["input_ids"]], dtype=np.int64)
+        order = np.argsort(-lengths, kind="stable")
+        start = 0
+        with tqdm(total=len(order), desc="Teacher", unit="text", disable=not show_progress_bar) as progress:
+            while start < len(order):
+                size = max(1, min(batch_size, self.max_batch_tokens // max(1, int(lengths[order[start]]))))
+                idx = order[start : start + size]
+                batch = {key: [values[i] for i in idx] for key, values in encoded.items()}
+                yield idx, self.tokenizer.pad(batch, padding=True, return_tensors="pt")
+                progress.update(len(idx))
+                start += size
+
     def _text_batches(
         self, texts: list[str], batch_size: int, show_progress_bar: bool
     ) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
-        """(indices, tokenized features) of batches of texts formed by length, longest first."""
-        order = np.argsort([-len(t) for t in texts], kind="stable")
-        for start in tqdm(range(0, len(texts), batch_size), desc="Teacher", disable=not show_progress_bar):
-            idx = order[start : start + batch_size]
-            features = self.tokenizer(
-                [texts[i] for i in idx],
-                padding=True,
-                truncation=True,
-                max_length=self.pooling.max_length,
-                return_tensors="pt",
-            )
-            yield idx, features
+        """(indices, tokenized features) of batches of texts formed by token count, longest first."""
+        encoded = self.tokenizer(texts, truncation=True, max_length=self.pooling.max_length) if texts else {}
+        return self._batches(dict(encoded) or {"input_ids": []}, batch_size, show_progress_bar)
 
-    def encode(self, texts: list[str], batch_size: int = 64, show_progress_bar: bool = False) -> np.ndarray:
-        """Embed texts: a [n, dim] float32 array, in input order (batches are formed by length)."""
+    def encode(self, texts: list[str], batch_size: int = 256, show_progress_bar: bool = False) -> np.ndarray:
+        """Embed texts: a [n, dim] float32 array, in input order (batches of at most ``batch_size`` texts and
+        ``max_batch_tokens`` padded tokens, formed by length)."""
         texts = _text_list(texts)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for idx, features in self._text_batches(texts, batch_size, show_progress_bar):
@@ -213,7 +236,7 @@ class Teacher:
 
     @torch.inference_mode()
     def token_states(
-        self, texts: list[str], batch_size: int = 64, show_progress_bar: bool = False
+        self, texts: list[str], batch_size: int = 256, show_progress_bar: bool = False
     ) -> Iterator[tuple[int, np.ndarray]]:
         """The last layer's state of every token the teacher reads, [CLS] and [SEP] included: (index of the
         text, [tokens, dim] float32 array) for each text, in batches formed by length (not in input order)."""
@@ -227,6 +250,12 @@ class Teacher:
             for row, index in enumerate(idx):
                 yield int(index), hidden[row, : lengths[row]]
 
+    def pool_token_states(self, states: np.ndarray) -> np.ndarray:
+        """The teacher's embedding of one text from its :meth:`token_states` ([dim] float32): what
+        :meth:`encode` gives for the text, up to rounding."""
+        hidden = torch.from_numpy(np.ascontiguousarray(states, dtype=np.float32)).unsqueeze(0)
+        return self._pool(hidden, torch.ones(hidden.shape[:2])).squeeze(0).numpy()
+
     def _with_special_tokens(self, ids: list[int]) -> list[int]:
         tok = self.tokenizer
         start = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
@@ -238,11 +267,8 @@ class Teacher:
         self, token_ids: list[list[int]], batch_size: int = 256, show_progress_bar: bool = False
     ) -> np.ndarray:
         """Embed sequences given as token ids (without special tokens); [CLS]/[SEP] are added."""
-        order = np.argsort([-len(t) for t in token_ids], kind="stable")
         out = np.zeros((len(token_ids), self.dim), dtype=np.float32)
-        for start in tqdm(range(0, len(token_ids), batch_size), desc="Teacher", disable=not show_progress_bar):
-            idx = order[start : start + batch_size]
-            batch = [self._with_special_tokens(token_ids[i]) for i in idx]
-            features = self.tokenizer.pad({"input_ids": batch}, padding=True, return_tensors="pt")
+        encoded = {"input_ids": [self._with_special_tokens(ids) for ids in token_ids]}
+        for idx, features in self._batches(encoded, batch_size, show_progress_bar):
             out[idx] = self._embed_batch(features).numpy()
         return out
