@@ -215,3 +215,33 @@ def test_a_trained_student_on_both_tables_encodes_saves_and_loads(both_tables, t
     for kind in ("onnx", "torchscript"):  # the graphs precompute φ from the wide rows too, checked on the texts
         report = export_model(kind, tmp_path / "student", tmp_path / kind, texts=sample)
         assert report["passed"] and report["check"]["max_abs_diff"] <= 1e-5, report["check"]
+
+
+def test_the_tables_pass_saves_targets_that_targets_build_reuses(
+    tiny_teacher, tiny_teacher_path, tiny_vocab, train_sample_files, tmp_path
+):
+    """make demo's order: the contextual table's teacher pass writes its texts' embeddings, and the targets
+    build copies them instead of encoding those texts again; the result equals a build that encoded all."""
+    vocab_dir, sample = tmp_path / "vocab", tmp_path / "sample"
+    tiny_vocab.save(str(vocab_dir))
+    corpus = ["--corpus", *train_sample_files[:2], "--max-per-source", "60"]
+    common = ["--teacher", tiny_teacher_path, "--device", "cpu"]
+    contextual = ["vocab", "contextualize", "--vocab", str(vocab_dir), *corpus, "--val-fraction", "0.2"]
+    assert main([*contextual, *common, "--max-texts", "40", "--out", str(tmp_path / "table")]) == 0
+    assert main([*contextual, *common, "--max-texts", "40", "--out", str(tmp_path / "table2"),
+                 "--save-targets", str(sample)]) == 0  # fmt: skip
+    np.testing.assert_array_equal(
+        Vocabulary.load(str(tmp_path / "table2")).embeddings, Vocabulary.load(str(tmp_path / "table")).embeddings
+    )
+    ids, texts, saved = targets_columns(load_targets(str(sample)))
+    assert len(ids) == 40 and all(is_training(i, 0.2) for i in ids)
+    np.testing.assert_allclose(saved.astype(np.float32), tiny_teacher.encode(texts), atol=2e-3)  # float16
+
+    targets = ["targets", "build", *corpus, *common]
+    assert main([*targets, "--out", str(tmp_path / "reusing"), "--reuse", str(sample)]) == 0
+    assert main([*targets, "--out", str(tmp_path / "plain")]) == 0
+    reusing, plain = (targets_columns(load_targets(str(tmp_path / name))) for name in ("reusing", "plain"))
+    assert reusing[:2] == plain[:2]
+    np.testing.assert_allclose(reusing[2].astype(np.float32), plain[2].astype(np.float32), atol=2e-3)
+    copied = [ids.index(i) for i in reusing[0] if i in ids]
+    np.testing.assert_array_equal(reusing[2][[reusing[0].index(ids[k]) for k in copied]], saved[copied])

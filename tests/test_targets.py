@@ -20,9 +20,11 @@ from bertapprox_hf.pipeline.targets import (
     build_targets,
     check_teacher_compatible,
     finalize_targets,
+    list_shards,
     load_targets,
     read_manifest,
     targets_columns,
+    write_targets,
 )
 from bertapprox_hf.pipeline.teacher import Teacher
 
@@ -336,3 +338,48 @@ def test_cli_builds_crops_of_the_long_texts(corpus, records, tiny_teacher_path, 
     assert long_ids and ids == [f"{i}{CROP_MARK}{n}" for i in long_ids for n in range(first_crop, first_crop + 2)]
     whole = {r["id"]: " ".join(r["text"].split()) for r in records}
     assert all(text in whole[source_id(i)] for i, text in zip(ids, texts, strict=True))
+
+
+def test_reused_records_are_copied_and_only_the_others_encoded(built, corpus, records, tiny_teacher, tmp_path,
+                                                               monkeypatch):  # fmt: skip
+    sample = tmp_path / "sample"
+    chosen = records[::3]
+    embeddings = tiny_teacher.encode([r["text"] for r in chosen])
+    write_targets(str(sample), chosen, embeddings, tiny_teacher, {"sample": "every third record"}, shard_size=10)
+    assert read_manifest(str(sample))["num_records"] == len(chosen) and len(list_shards(str(sample))) > 1
+    calls = count_encode_calls(monkeypatch, tiny_teacher)
+    build(corpus, tiny_teacher, tmp_path / "reusing", reuse=[str(sample)])
+    encoded = [text for call in calls for text in call]
+    assert sorted(encoded) == sorted(r["text"] for r in records if r not in chosen)
+    assert_same_targets(tmp_path / "reusing", built)
+
+
+def test_a_reused_record_must_have_the_same_text(built, corpus, records, tiny_teacher, tmp_path, monkeypatch):
+    sample = tmp_path / "sample"
+    changed = [{"id": records[0]["id"], "text": records[0]["text"] + " changed"}]
+    write_targets(str(sample), changed, tiny_teacher.encode(["something else"]), tiny_teacher, {})
+    calls = count_encode_calls(monkeypatch, tiny_teacher)
+    build(corpus, tiny_teacher, tmp_path / "reusing", reuse=[str(sample)])
+    assert sum(len(call) for call in calls) == len(records)
+    assert_same_targets(tmp_path / "reusing", built)
+
+
+def test_reuse_of_another_teacher_or_precision_is_refused(corpus, records, tiny_teacher, tmp_path):
+    sample = tmp_path / "sample"
+    write_targets(str(sample), records[:4], tiny_teacher.encode([r["text"] for r in records[:4]]), tiny_teacher, {})
+    bf16 = Teacher(tiny_teacher.model, tiny_teacher.tokenizer, tiny_teacher.pooling, tiny_teacher.name_or_path,
+                   "cpu", mixed_precision="bf16")  # fmt: skip
+    with pytest.raises(ValueError, match="cannot reuse .*mixed_precision is 'no' there but 'bf16' here"):
+        build(corpus, bf16, tmp_path / "out", reuse=[str(sample)])
+    unfinished = read_manifest(str(sample))
+    del unfinished["num_records"]
+    (sample / "manifest.json").write_text(json.dumps(unfinished))
+    with pytest.raises(ValueError, match="did not finish"):
+        build(corpus, tiny_teacher, tmp_path / "out2", reuse=[str(sample)])
+
+
+def test_write_targets_refuses_embeddings_of_the_wrong_shape(records, tiny_teacher, tmp_path):
+    with pytest.raises(ValueError, match="need embeddings of shape"):
+        write_targets(str(tmp_path / "x"), records[:3], np.zeros((2, tiny_teacher.dim)), tiny_teacher, {})
+    with pytest.raises(ValueError, match="need embeddings of shape"):
+        write_targets(str(tmp_path / "x"), [], np.zeros((0, tiny_teacher.dim)), tiny_teacher, {})

@@ -98,3 +98,37 @@ def test_auto_precision_is_float32_on_a_cpu(tiny_teacher_path):
     teacher = Teacher.from_pretrained(tiny_teacher_path, device="cpu", mixed_precision="auto")
     assert teacher.describe()["mixed_precision"] == "no" == resolve_mixed_precision("auto", "cpu")  # resolved
     assert resolve_mixed_precision("bf16", "cpu") == "bf16" and resolve_mixed_precision("fp16", "cuda") == "fp16"
+
+
+def test_batches_hold_at_most_the_token_budget_and_give_the_same_embeddings(minilm_path):
+    texts = read_texts(TRAIN / "msmarco_v2_passages.jsonl", 30) + read_texts(TRAIN / "msmarco_queries.jsonl", 40)
+    texts.append("word " * 400)  # longer than the window: truncated, and alone in its batch
+    one_by_one = Teacher.from_pretrained(minilm_path, device="cpu").encode(texts, batch_size=1)
+    teacher = Teacher.from_pretrained(minilm_path, device="cpu", max_batch_tokens=300)
+    encoded = dict(teacher.tokenizer(texts, truncation=True, max_length=teacher.pooling.max_length))
+    batches = [(idx, features["input_ids"].shape) for idx, features in teacher._batches(encoded, 16, False)]
+    assert sorted(i for idx, _ in batches for i in idx) == list(range(len(texts)))
+    for idx, (rows, width) in batches:
+        assert rows == len(idx) <= 16 and (rows * width <= 300 or rows == 1)
+    assert batches[0][1] == (1, 256)
+    assert max(rows for _, (rows, _) in batches) == 16, "short texts fill a batch up to batch_size"
+    np.testing.assert_allclose(teacher.encode(texts, batch_size=16), one_by_one, atol=2e-6)
+
+
+def test_a_text_embedding_pools_its_token_states(minilm):
+    texts = read_texts(TRAIN / "msmarco_v2_passages.jsonl", 6) + ["", "a", "word " * 400]
+    pooled = {index: minilm.pool_token_states(states) for index, states in minilm.token_states(texts)}
+    np.testing.assert_allclose([pooled[i] for i in range(len(texts))], minilm.encode(texts), atol=2e-6)
+
+
+@pytest.mark.parametrize("bad", [0, -5, 1.5, True])
+def test_a_bad_token_budget_or_batch_size_is_refused(tiny_teacher_path, bad):
+    with pytest.raises(ValueError, match="max_batch_tokens must be a positive integer"):
+        Teacher.from_pretrained(tiny_teacher_path, device="cpu", max_batch_tokens=bad)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        Teacher.from_pretrained(tiny_teacher_path, device="cpu").encode(["a text"], batch_size=bad)
+
+
+def test_no_texts_give_no_rows(tiny_teacher):
+    assert tiny_teacher.encode([]).shape == (0, tiny_teacher.dim)
+    assert list(tiny_teacher.token_states([])) == []
