@@ -343,3 +343,20 @@ def test_teacher_precision_compares_autocast_with_float32(tiny_teacher_path, sha
     empty.write_text("")
     with pytest.raises(ValueError, match="empty.jsonl holds no texts"):
         teacher_precision.read_texts(str(empty), 5)
+
+
+def test_teacher_batches_times_each_batch_shape_on_the_same_texts(tiny_teacher_path, train_sample_files, tmp_path):
+    from benchmarks import teacher_batches
+
+    out = tmp_path / "batches"
+    results = teacher_batches.main(["--teacher", tiny_teacher_path, "--corpus", *train_sample_files[:2],
+                                    "--max-per-source", "60", "--every", "3", "--settings", "16", "300t",
+                                    "--out", str(out)])  # fmt: skip
+    first, bounded = results["rows"]
+    assert first["texts"] == bounded["texts"] == 40 and first["speedup"] == 1 and first["max_difference"] == 0
+    assert bounded["batches_of"] == "300 tokens, ≤ 256 texts" and bounded["max_difference"] < 1e-5
+    assert "| 16 texts | 40 |" in (out / "teacher_batches.md").read_text()
+    assert (out / "teacher_batches.png").stat().st_size > 0
+    for bad in ("0", "t", "-4t", "abc"):
+        with pytest.raises(ValueError, match="positive number of texts"):
+            teacher_batches.parse_setting(bad)
