@@ -27,7 +27,8 @@ MAX_LENGTH = 512
 # Teacher.mixed_precision: the dtype its forward pass autocasts to (None: float32 as loaded)
 AUTOCAST_DTYPES = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Padded tokens a teacher batch holds at most, by device type. On a 2-core AVX2 CPU, batches of 2,048 tokens ran
-# 1.54x as fast as 64 texts a batch on the demo's training texts (docs/training.md, "Teacher batches").
+# 1.29x as fast as 64 texts a batch on the demo's training texts (python -m benchmarks.teacher_batches;
+# docs/training.md, "Teacher batches").
 MAX_BATCH_TOKENS = {"cpu": 2048}
 MAX_BATCH_TOKENS_ACCELERATOR = 65536
 
