@@ -378,6 +378,19 @@ def test_reuse_of_another_teacher_or_precision_is_refused(corpus, records, tiny_
         build(corpus, tiny_teacher, tmp_path / "out2", reuse=[str(sample)])
 
 
+def test_write_targets_replaces_only_a_folder_it_wrote(built, copy, records, tiny_teacher, tmp_path):
+    rows = tiny_teacher.encode([r["text"] for r in records[:5]])
+    sample = tmp_path / "sample"
+    write_targets(str(sample), records[:5], rows, tiny_teacher, {}, shard_size=2)
+    write_targets(str(sample), records[:3], rows[:3], tiny_teacher, {}, shard_size=2)  # a rerun replaces it
+    assert read_manifest(str(sample))["num_records"] == 3 and len(list_shards(str(sample))) == 2
+    before = sorted(os.listdir(copy))
+    with pytest.raises(ValueError, match="not written by write_targets"):
+        write_targets(str(copy), records[:3], rows[:3], tiny_teacher, {})
+    assert sorted(os.listdir(copy)) == before
+    assert_same_targets(copy, built)
+
+
 def test_write_targets_refuses_embeddings_of_the_wrong_shape(records, tiny_teacher, tmp_path):
     with pytest.raises(ValueError, match="need embeddings of shape"):
         write_targets(str(tmp_path / "x"), records[:3], np.zeros((2, tiny_teacher.dim)), tiny_teacher, {})

@@ -389,10 +389,15 @@ def write_targets(
     shard_size: int = 4096,
 ) -> dict:
     """Write ``records`` (``id``, ``text``) and their teacher ``embeddings``, computed elsewhere, as a finished
-    targets folder (replacing the shards of an earlier one there); returns the manifest."""
+    targets folder; returns the manifest. An existing folder is replaced only when this function wrote it: any
+    other non-empty folder (a ``targets build`` among them) is refused."""
     if len(records) == 0 or embeddings.shape != (len(records), teacher.dim):
         raise ValueError(f"{len(records)} records need embeddings of shape ({len(records)}, {teacher.dim}), "
                          f"got {embeddings.shape}")  # fmt: skip
+    if os.path.isdir(out_dir) and os.listdir(out_dir):
+        written_here = os.path.isfile(os.path.join(out_dir, MANIFEST)) and read_manifest(out_dir).get("precomputed")
+        if not written_here:
+            raise ValueError(f"{out_dir} is not empty and was not written by write_targets; use another folder")
     os.makedirs(out_dir, exist_ok=True)
     for path in list_shards(out_dir).values():
         os.remove(path)
@@ -402,6 +407,7 @@ def write_targets(
         "shard_size": shard_size,
         "corpus": corpus_description,
         "dtype": DTYPE,
+        "precomputed": True,  # embeddings computed by another pass (e.g. the contextual table's), not by a build
     }
     write_json_atomic(os.path.join(out_dir, MANIFEST), manifest)  # unfinished until every shard is there
     for index, start in enumerate(range(0, len(records), shard_size)):
