@@ -29,8 +29,8 @@ AUTOCAST_DTYPES = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Padded tokens a teacher batch holds at most, by device type. On a 2-core AVX2 CPU, batches of 2,048 tokens ran
 # 1.29x as fast as 64 texts a batch on the demo's training texts (python -m benchmarks.teacher_batches;
 # docs/training.md, "Teacher batches").
-MAX_BATCH_TOKENS = {"cpu": 2048}
-MAX_BATCH_TOKENS_ACCELERATOR = 65536
+CPU_MAX_BATCH_TOKENS = 2048
+ACCELERATOR_MAX_BATCH_TOKENS = 65536
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,8 @@ class Teacher:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.mixed_precision = resolve_mixed_precision(mixed_precision, self.device.type)
         if max_batch_tokens is None:
-            max_batch_tokens = MAX_BATCH_TOKENS.get(self.device.type, MAX_BATCH_TOKENS_ACCELERATOR)
+            cpu = self.device.type == "cpu"
+            max_batch_tokens = CPU_MAX_BATCH_TOKENS if cpu else ACCELERATOR_MAX_BATCH_TOKENS
         if isinstance(max_batch_tokens, bool) or not isinstance(max_batch_tokens, int) or max_batch_tokens < 1:
             raise ValueError(f"max_batch_tokens must be a positive integer, got {max_batch_tokens!r}")
         self.max_batch_tokens = max_batch_tokens
@@ -145,7 +146,7 @@ class Teacher:
         """Load a teacher from a Hub id or a local folder; ``mixed_precision`` ("no", "bf16", "fp16", or "auto":
         bf16 on a GPU that has it, else no) runs its forward pass under autocast (bf16 on a CPU with AVX-512
         BF16 is 1.8-2.2x as fast here, its embeddings within 1e-4 cosine of float32's: docs/training.md);
-        ``max_batch_tokens`` bounds a batch's padded tokens (default by device: ``MAX_BATCH_TOKENS``)."""
+        ``max_batch_tokens`` bounds a batch's padded tokens (default: ``CPU_MAX_BATCH_TOKENS`` on a CPU)."""
         name_or_path = str(name_or_path)
         if looks_like_path(name_or_path) and not os.path.isdir(name_or_path):
             raise FileNotFoundError(f"teacher folder not found: {name_or_path}")
@@ -223,8 +224,10 @@ class Teacher:
         self, texts: list[str], batch_size: int, show_progress_bar: bool
     ) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
         """(indices, tokenized features) of batches of texts formed by token count, longest first."""
-        encoded = self.tokenizer(texts, truncation=True, max_length=self.pooling.max_length) if texts else {}
-        return self._batches(dict(encoded) or {"input_ids": []}, batch_size, show_progress_bar)
+        if not texts:
+            return self._batches({"input_ids": []}, batch_size, show_progress_bar)
+        encoded = self.tokenizer(texts, truncation=True, max_length=self.pooling.max_length)
+        return self._batches(dict(encoded), batch_size, show_progress_bar)
 
     def encode(self, texts: list[str], batch_size: int = 256, show_progress_bar: bool = False) -> np.ndarray:
         """Embed texts: a [n, dim] float32 array, in input order (batches of at most ``batch_size`` texts and
